@@ -1,0 +1,196 @@
+"""The event consumer: batches from Kafka, effects and inbox rows in one transaction, offsets
+committed only after the database commit, bounded retries, and a dead-letter topic for events
+that cannot be parsed or keep failing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.events import Envelope, Event, parse_envelope
+from shared.settings import Settings
+
+from .outbox import UnitOfWork, unit_of_work
+
+log = logging.getLogger("bus.consumer")
+
+Handler = Callable[[Any, UnitOfWork], Awaitable[None]]
+CLAIM_INBOX = text(
+    "INSERT INTO inbox (consumer, event_id) VALUES (:consumer, :event_id) ON CONFLICT DO NOTHING RETURNING event_id"
+)
+TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
+
+
+class DeadLetter(Exception):
+    """Raised by a handler for an event that can never succeed (e.g. refers to nothing we know)."""
+
+
+@dataclass
+class Received:
+    record: ConsumerRecord[bytes, bytes]
+    envelope: Envelope
+    event: Event
+
+
+@dataclass
+class EventConsumer:
+    name: str
+    topics: Sequence[str]
+    handlers: Mapping[str, Handler]
+    sessions: async_sessionmaker[AsyncSession]
+    producer: AIOKafkaProducer
+    settings: Settings
+    processed: int = 0
+    dead_lettered: int = 0
+    last_poll_at: float = field(default_factory=time.monotonic)
+    _stopping: bool = False
+    _consumer: AIOKafkaConsumer | None = None
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    @property
+    def healthy(self) -> bool:
+        """Progress, not just a live task: a stuck consumer stops polling."""
+        return time.monotonic() - self.last_poll_at < 30
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=self.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+            max_poll_records=self.settings.kafka_max_poll_records,
+        )
+        self._consumer = consumer
+        await consumer.start()
+        try:
+            while not self._stopping:
+                batch = await consumer.getmany(timeout_ms=200, max_records=self.settings.kafka_max_poll_records)
+                self.last_poll_at = time.monotonic()
+                for tp, records in batch.items():
+                    await self._handle_partition(tp, records)
+        finally:
+            await consumer.stop()
+            self._consumer = None
+
+    async def _handle_partition(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        usable: list[Received] = []
+        for record in records:
+            try:
+                envelope, event = parse_envelope(record.value or b"")
+            except ValueError as error:
+                await self._dead_letter(record, f"unparseable: {error}".replace("\n", " ")[:2000])
+                continue
+            if envelope.event_type in self.handlers:
+                usable.append(Received(record, envelope, event))
+        try:
+            await self._apply(usable)
+        except Exception as error:
+            log.warning("%s: batch of %d on %s failed (%r); handling one by one", self.name, len(usable), tp, error)
+            for received in usable:
+                await self._apply_with_retries(received)
+        await self._commit(tp, records[-1].offset + 1)
+
+    async def _apply(self, batch: list[Received]) -> None:
+        """All events of the batch in one transaction: one commit instead of one per event."""
+        if not batch:
+            return
+        async with unit_of_work(self.sessions, self.name, self.settings) as uow:
+            for received in batch:
+                fresh = await uow.session.execute(CLAIM_INBOX, {"consumer": self.name, "event_id": received.envelope.event_id})
+                if fresh.first() is None:
+                    continue  # redelivered: its effects are already committed
+                uow.cause = received.envelope
+                await self.handlers[received.envelope.event_type](received.event, uow)
+                await uow.flush_events()
+        self.processed += len(batch)
+
+    async def _apply_with_retries(self, received: Received) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._apply([received])
+                return
+            except DeadLetter as error:
+                await self._dead_letter(received.record, f"rejected: {error}")
+                return
+            except Exception as error:
+                attempt += 1
+                transient = isinstance(error, TRANSIENT) or (isinstance(error, DBAPIError) and error.connection_invalidated)
+                if self._stopping or (not transient and attempt > self.settings.handler_retries):
+                    if self._stopping and transient:
+                        raise  # leave it uncommitted: the next owner re-reads it
+                    log.exception("%s: %s %s failed %d times", self.name, received.envelope.event_type, received.envelope.event_id, attempt)
+                    await self._dead_letter(received.record, f"failed after {attempt} attempts: {error!r}")
+                    return
+                delay = min(self.settings.handler_retry_backoff_s * 2 ** (attempt - 1), 10.0)
+                log.warning("%s: retrying %s in %.1fs (%r)", self.name, received.envelope.event_type, delay, error)
+                await asyncio.sleep(delay)
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        """Park the message with the reason in its headers; the partition moves on."""
+        headers = list(record.headers or []) + [
+            ("dlq.reason", reason.encode()[:4000]),
+            ("dlq.consumer", self.name.encode()),
+            ("dlq.topic", record.topic.encode()),
+            ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode()),
+        ]
+        await self.producer.send_and_wait(f"{record.topic}.dlq", value=record.value, key=record.key, headers=headers)
+        self.dead_lettered += 1
+        log.error("%s: dead-lettered %s[%d]@%d: %s", self.name, record.topic, record.partition, record.offset, reason)
+
+    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+        """A failed commit (rebalance, lost broker) loses nothing: the next owner re-reads from the
+        last committed offset and the inbox absorbs the repeats."""
+        assert self._consumer is not None
+        try:
+            await asyncio.wait_for(self._consumer.commit({tp: offset}), timeout=10)
+        except (KafkaError, TimeoutError) as error:
+            log.warning("%s: commit of %s@%d failed (%r); will be redelivered", self.name, tp, offset, error)
+
+
+async def consumer_lag(settings: Settings, group: str, topics: Sequence[str]) -> int:
+    """Messages not yet committed by the group, measured with highwater() after a fetch (the
+    embedded broker's end_offsets is wrong for multi-record batches)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await probe.start()
+    await admin.start()
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
+        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        lag = 0
+        for tp in partitions:
+            probe.assign([tp])
+            probe.seek_to_beginning(tp)
+            high = await _highwater(probe, tp)
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else 0
+            lag += max(high - done, 0)
+        return lag
+    finally:
+        await probe.stop()
+        await admin.close()
+
+
+async def _highwater(probe: AIOKafkaConsumer, tp: TopicPartition) -> int:
+    await probe.getmany(tp, timeout_ms=300, max_records=1)
+    return probe.highwater(tp) or 0

@@ -1,0 +1,185 @@
+"""The outbox relay: publishes committed outbox rows to Kafka in id order and marks them sent only
+after the broker acknowledged them; republishes retained rows when the broker lost them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import zlib
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.settings import Settings, asyncpg_dsn
+
+from .tables import OUTBOX_CHANNEL
+
+log = logging.getLogger("bus.relay")
+
+CLAIM_UNSENT = "SELECT id, event_id, event_type, topic, key, envelope::text FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1"
+MARK_SENT = """
+    UPDATE outbox SET sent_at = now(), partition = s.partition, "offset" = s.off, cluster_id = $4
+    FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS s(id, partition, off) WHERE outbox.id = s.id
+"""
+# Rows whose copy on the broker is gone: everything retained that was sent to another cluster.
+REQUEUE_OTHER_CLUSTER = "UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL AND cluster_id IS DISTINCT FROM $1"
+REQUEUE_TOPIC = "UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL AND topic = $1"
+LAST_OFFSETS = 'SELECT topic, partition, max("offset") FROM outbox WHERE sent_at IS NOT NULL GROUP BY topic, partition'
+DELETE_EXPIRED = """
+    DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => $1) LIMIT 1000)
+"""
+
+
+@dataclass
+class OutboxRelay:
+    """One relay per service holds an advisory lock so events of a key leave in the order they
+    were written; other instances of the service wait as standbys."""
+
+    service: str
+    database_url: str
+    producer: AIOKafkaProducer
+    settings: Settings
+    published: int = 0
+    is_leader: bool = False
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopping: bool = False
+
+    @property
+    def lock_id(self) -> int:
+        return zlib.crc32(f"outbox-relay:{self.service}".encode())
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # database or broker trouble: log, back off, take the lock again
+                log.exception("outbox relay of %s failed; restarting in 1 s", self.service)
+                self.is_leader = False
+                await asyncio.sleep(1.0)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def _lead(self) -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(self.database_url))
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_id):
+                if self._stopping:
+                    return
+                await asyncio.sleep(self.settings.outbox_poll_interval_s)
+            self.is_leader = True
+            # LISTEN is a wake-up hint on this dedicated connection; the poll below is the fallback.
+            await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
+            await self._heal_lost_broker(conn)
+            while not self._stopping:
+                while await self._publish_batch(conn):
+                    pass
+                await conn.execute(DELETE_EXPIRED, self.settings.outbox_retention_days * 86400)
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_interval_s)
+                except TimeoutError:
+                    pass
+            await self.drain(conn)
+        finally:
+            self.is_leader = False
+            await conn.close()
+
+    async def drain(self, conn: asyncpg.Connection) -> None:
+        """Publish whatever is still unsent (graceful stop)."""
+        while await self._publish_batch(conn):
+            pass
+
+    async def _publish_batch(self, conn: asyncpg.Connection) -> bool:
+        rows = await conn.fetch(CLAIM_UNSENT, self.settings.outbox_batch_size)
+        if not rows:
+            return False
+        futures = [
+            await self.producer.send(
+                row["topic"],
+                value=row["envelope"].encode(),
+                key=row["key"].encode(),
+                headers=[
+                    ("event_type", row["event_type"].encode()),
+                    ("event_id", str(row["event_id"]).encode()),
+                    ("traceparent", _traceparent(row["envelope"]).encode()),
+                ],
+            )
+            for row in rows
+        ]
+        metadata = await asyncio.gather(*futures)  # every send acknowledged before a row is marked
+        await conn.execute(
+            MARK_SENT,
+            [row["id"] for row in rows],
+            [m.partition for m in metadata],
+            [m.offset for m in metadata],
+            await self._cluster_id(),
+        )
+        self.published += len(rows)
+        return len(rows) == self.settings.outbox_batch_size
+
+    async def _cluster_id(self) -> str:
+        if not hasattr(self, "_cached_cluster_id"):
+            self._cached_cluster_id = await broker_cluster_id(self.settings)
+        return self._cached_cluster_id
+
+    async def _heal_lost_broker(self, conn: asyncpg.Connection) -> None:
+        """The databases are the system of record: a broker that forgot what we sent (a restarted
+        in-memory broker, a deleted or truncated topic) gets the retained rows again. The
+        consumers' inboxes make the repeats harmless."""
+        cluster_id = await self._cluster_id()
+        requeued = await conn.execute(REQUEUE_OTHER_CLUSTER, cluster_id)
+        if requeued != "UPDATE 0":
+            log.warning("broker %s is new to %s: republishing retained outbox rows (%s)", cluster_id, self.service, requeued)
+        last_offsets = {(r[0], r[1]): r[2] for r in await conn.fetch(LAST_OFFSETS)}
+        ends = await partition_ends(self.settings, list(last_offsets))
+        for (topic, partition), last_offset in last_offsets.items():
+            end = ends.get((topic, partition))
+            # Tolerance: the embedded broker reports the end of a multi-record batch as its base
+            # offset + 1 (EMBEDDED.md), so only a drop larger than one relay batch means loss.
+            if end is None or end + self.settings.outbox_batch_size <= last_offset:
+                log.warning("topic %s[%s] ends at %s below our offset %s: republishing it", topic, partition, end, last_offset)
+                await conn.execute(REQUEUE_TOPIC, topic)
+
+
+async def broker_cluster_id(settings: Settings) -> str:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        return str((await admin.describe_cluster()).get("cluster_id") or "")
+    finally:
+        await admin.close()
+
+
+async def partition_ends(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """End offsets of the given partitions; a partition missing from the answer is gone."""
+    if not partitions:
+        return {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        existing = await consumer.topics()
+        wanted = [
+            TopicPartition(topic, partition)
+            for topic, partition in partitions
+            if topic in existing and partition in (consumer.partitions_for_topic(topic) or set())
+        ]
+        ends = await consumer.end_offsets(wanted) if wanted else {}
+        return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+def _traceparent(envelope_json: str) -> str:
+    """W3C traceparent derived from the correlation id, so one chain shares one trace id."""
+    envelope = json.loads(envelope_json)
+    trace_id = hashlib.md5(envelope["correlation_id"].encode(), usedforsecurity=False).hexdigest()
+    span_id = envelope["event_id"].replace("-", "")[:16]
+    return f"00-{trace_id}-{span_id}-01"

@@ -1,0 +1,332 @@
+"""The event contract between services: one envelope, one pydantic model per event, one registry.
+
+Every model here is the single source of truth for its schema; services import them and never
+redefine a payload. Each event class names the stream (topic setting) it travels on and the field
+that keys it, so that events about one entity stay in order on one partition.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Qty = Annotated[int, Field(gt=0, le=1_000_000)]
+Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Stream(StrEnum):
+    """Logical streams; the topic name of each is a setting (see shared.settings.Topics)."""
+
+    ORDERS = "orders"
+    STOCK = "stock"
+    RECEIPTS = "receipts"
+    ALLOCATIONS = "allocations"
+    NOTIFICATIONS = "notifications"
+
+
+class Event(BaseModel):
+    """Base of every payload: strict about unknown fields so a producer bug is caught at the edge."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    event_type: ClassVar[str]
+    stream: ClassVar[Stream]
+    key_field: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    @property
+    def key(self) -> str:
+        return str(getattr(self, self.key_field))
+
+
+class Envelope(BaseModel):
+    """What travels on the wire; `payload` is validated against the registry on demand."""
+
+    model_config = ConfigDict(extra="forbid")
+    event_id: UUID = Field(default_factory=uuid4)
+    event_type: str
+    schema_version: int = 1
+    occurred_at: datetime = Field(default_factory=utc_now)
+    correlation_id: str
+    causation_id: str | None = None
+    producer: str
+    payload: dict[str, Any]
+
+    def parsed(self) -> Event:
+        model = EVENT_TYPES.get(self.event_type)
+        if model is None:
+            raise UnknownEventType(self.event_type)
+        return model.model_validate(self.payload)
+
+
+class UnknownEventType(ValueError):
+    pass
+
+
+# --- orders stream (key: order id) -------------------------------------------------------------
+
+
+class Customer(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    email: Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    locale: Annotated[str, Field(min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")] = "en"
+    tier: Literal["vip", "standard"] = "standard"
+
+
+class OrderedLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    line_no: int
+    sku: Sku
+    qty: Qty
+
+
+class OrderPlaced(Event):
+    event_type: ClassVar[str] = "OrderPlaced"
+    stream: ClassVar[Stream] = Stream.ORDERS
+    key_field: ClassVar[str] = "order_id"
+    order_id: UUID
+    external_id: str
+    channel: str
+    customer: Customer
+    partial_allowed: bool
+    placed_at: datetime
+    lines: tuple[OrderedLine, ...]
+
+
+class LineCancelled(Event):
+    """Everything of the line that had not shipped is cancelled: reservations and held units go
+    back (inventory), waiting units leave the book (allocator)."""
+
+    event_type: ClassVar[str] = "LineCancelled"
+    stream: ClassVar[Stream] = Stream.ORDERS
+    key_field: ClassVar[str] = "order_id"
+    order_id: UUID
+    line_no: int
+    sku: Sku
+    qty_cancelled: int
+    reason: str
+
+
+class ShipmentLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    line_no: int
+    sku: Sku
+    qty: Qty
+    source: Literal["cross_dock", "pick"] = "pick"
+
+
+class ShipmentRequested(Event):
+    """Units ready to leave: the moment a platform would capture payment."""
+
+    event_type: ClassVar[str] = "ShipmentRequested"
+    stream: ClassVar[Stream] = Stream.ORDERS
+    key_field: ClassVar[str] = "order_id"
+    order_id: UUID
+    shipment_id: UUID
+    lines: tuple[ShipmentLine, ...]
+
+
+class Shipped(Event):
+    event_type: ClassVar[str] = "Shipped"
+    stream: ClassVar[Stream] = Stream.ORDERS
+    key_field: ClassVar[str] = "order_id"
+    order_id: UUID
+    shipment_id: UUID
+    lines: tuple[ShipmentLine, ...]
+    shipped_at: datetime
+
+
+# --- stock stream (key: SKU, purchase order id for purchase orders) ----------------------------
+
+
+class RejectionReason(StrEnum):
+    DISCONTINUED = "discontinued"
+    NOT_BACKORDERABLE = "not_backorderable"
+    BACKORDER_LIMIT = "backorder_limit"
+    UNKNOWN_SKU = "unknown_sku"
+
+
+class StockReserved(Event):
+    event_type: ClassVar[str] = "StockReserved"
+    stream: ClassVar[Stream] = Stream.STOCK
+    key_field: ClassVar[str] = "sku"
+    order_id: UUID
+    line_no: int
+    sku: Sku
+    qty: Qty
+
+
+class StockShort(Event):
+    """The backorderable shortfall of one line; carries what the book needs to rank and
+    cross-dock it without asking anyone (tier, order time, partial shipment, sibling count)."""
+
+    event_type: ClassVar[str] = "StockShort"
+    stream: ClassVar[Stream] = Stream.STOCK
+    key_field: ClassVar[str] = "sku"
+    order_id: UUID
+    line_no: int
+    sku: Sku
+    qty_short: Qty
+    qty_reserved: int
+    ordered_at: datetime
+    customer_tier: str
+    partial_allowed: bool
+    order_short_lines: int
+
+
+class LineRejected(Event):
+    event_type: ClassVar[str] = "LineRejected"
+    stream: ClassVar[Stream] = Stream.STOCK
+    key_field: ClassVar[str] = "sku"
+    order_id: UUID
+    line_no: int
+    sku: Sku
+    qty: Qty
+    reason: RejectionReason
+
+
+class StockReleased(Event):
+    """Units back in the warehouse by another way than a receipt (a cancelled reservation, a
+    positive count): the book is served first, the allocator puts away the rest."""
+
+    event_type: ClassVar[str] = "StockReleased"
+    stream: ClassVar[Stream] = Stream.STOCK
+    key_field: ClassVar[str] = "sku"
+    release_id: UUID
+    sku: Sku
+    qty: Qty
+    reason: str
+
+
+class PurchaseOrderLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sku: Sku
+    qty_open: int
+
+
+class PurchaseOrderChanged(Event):
+    """The full current state of a purchase order; `version` lets consumers drop stale copies."""
+
+    event_type: ClassVar[str] = "PurchaseOrderChanged"
+    stream: ClassVar[Stream] = Stream.STOCK
+    key_field: ClassVar[str] = "purchase_order_id"
+    purchase_order_id: str
+    version: int
+    supplier: str
+    status: Literal["open", "cancelled", "closed"]
+    expected_at: date
+    lines: tuple[PurchaseOrderLine, ...]
+    change: str
+
+
+class GoodsPutAway(Event):
+    event_type: ClassVar[str] = "GoodsPutAway"
+    stream: ClassVar[Stream] = Stream.STOCK
+    key_field: ClassVar[str] = "sku"
+    sku: Sku
+    qty: Qty
+    source: Literal["receipt", "release"]
+    source_id: str
+
+
+# --- receipts stream (key: receipt id; warehouse systems may publish here directly) ------------
+
+
+class ReceivedLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sku: Sku
+    qty: Qty
+
+
+class GoodsReceived(Event):
+    event_type: ClassVar[str] = "GoodsReceived"
+    stream: ClassVar[Stream] = Stream.RECEIPTS
+    key_field: ClassVar[str] = "receipt_id"
+    receipt_id: Annotated[str, Field(min_length=1, max_length=128)]
+    warehouse: Annotated[str, Field(min_length=1, max_length=64)]
+    purchase_order_id: str | None = None
+    lines: Annotated[tuple[ReceivedLine, ...], Field(min_length=1, max_length=500)]
+    received_at: datetime = Field(default_factory=utc_now)
+
+
+# --- allocations stream (key: SKU) -------------------------------------------------------------
+
+
+class BackorderAllocated(Event):
+    event_type: ClassVar[str] = "BackorderAllocated"
+    stream: ClassVar[Stream] = Stream.ALLOCATIONS
+    key_field: ClassVar[str] = "sku"
+    order_id: UUID
+    line_no: int
+    sku: Sku
+    qty: Qty
+    source: Literal["receipt", "release"]
+    source_id: str
+    receipt_id: str | None
+    cross_dock: bool
+
+
+class EtaChanged(Event):
+    event_type: ClassVar[str] = "EtaChanged"
+    stream: ClassVar[Stream] = Stream.ALLOCATIONS
+    key_field: ClassVar[str] = "sku"
+    order_id: UUID
+    line_no: int
+    sku: Sku
+    previous_date: date | None
+    new_date: date | None
+    reason: str
+
+
+# --- notifications stream (key: order id) ------------------------------------------------------
+
+
+class NotificationSent(Event):
+    event_type: ClassVar[str] = "NotificationSent"
+    stream: ClassVar[Stream] = Stream.NOTIFICATIONS
+    key_field: ClassVar[str] = "order_id"
+    order_id: UUID
+    notification_id: UUID
+    template: str
+    locale: str
+    recipient: str
+    cause_event_id: UUID
+
+
+class NotificationFailed(Event):
+    event_type: ClassVar[str] = "NotificationFailed"
+    stream: ClassVar[Stream] = Stream.NOTIFICATIONS
+    key_field: ClassVar[str] = "order_id"
+    order_id: UUID
+    notification_id: UUID
+    template: str
+    recipient: str
+    error: str
+    cause_event_id: UUID
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    model.event_type: model
+    for model in (
+        OrderPlaced, LineCancelled, ShipmentRequested, Shipped,
+        StockReserved, StockShort, LineRejected, StockReleased, PurchaseOrderChanged, GoodsPutAway,
+        GoodsReceived, BackorderAllocated, EtaChanged, NotificationSent, NotificationFailed,
+    )
+}
+
+
+def parse_envelope(raw: bytes) -> tuple[Envelope, Event]:
+    """Validate a message from the wire; raises ValueError (incl. ValidationError) when it cannot be used."""
+    envelope = Envelope.model_validate_json(raw)
+    return envelope, envelope.parsed()
+
+
+__all__ = ["EVENT_TYPES", "Envelope", "Event", "ValidationError", "parse_envelope", "utc_now"]

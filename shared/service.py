@@ -1,0 +1,231 @@
+"""Wiring every service shares: the FastAPI app and its lifespan (database pool, producer, outbox
+relay, consumer), health and readiness, problem-details errors and the request-size guard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.bus.consumer import EventConsumer, Handler
+from shared.bus.outbox import UnitOfWork, unit_of_work
+from shared.bus.relay import OutboxRelay
+from shared.db import create_engine, session_factory
+from shared.events import Stream
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger("service")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+@dataclass
+class ServiceSpec:
+    """What makes one service different from another; everything else is shared."""
+
+    name: str
+    title: str
+    routers: Sequence[APIRouter]
+    handlers: Mapping[str, Handler] = field(default_factory=dict)
+    consumes: Sequence[Stream] = ()
+
+
+@dataclass
+class ServiceContext:
+    name: str
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    producer: AIOKafkaProducer
+    relay: OutboxRelay
+    consumer: EventConsumer | None
+    intake_open: bool = True
+
+    def uow(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A transaction whose emitted events reach the outbox in the same commit."""
+        return unit_of_work(self.sessions, self.name, self.settings)
+
+
+def get_context(request: Request) -> ServiceContext:
+    context: ServiceContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ServiceContext, Depends(get_context)]
+
+
+def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database_url = settings.service_database_url(spec.name)
+        engine = create_engine(database_url, settings.db_pool_size)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            max_request_size=settings.kafka_max_request_size,
+            client_id=spec.name,
+        )
+        await producer.start()
+        sessions = session_factory(engine)
+        relay = OutboxRelay(spec.name, database_url, producer, settings)
+        consumer = (
+            EventConsumer(spec.name, [settings.topic(s) for s in spec.consumes], spec.handlers, sessions, producer, settings)
+            if spec.consumes
+            else None
+        )
+        context = ServiceContext(spec.name, settings, sessions, producer, relay, consumer)
+        app.state.context = context
+        tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
+        if consumer:
+            tasks.append(asyncio.create_task(consumer.run(), name=f"{spec.name}-consumer"))
+        # SIGUSR1 closes HTTP intake: the devstack's first step of a drain before a stop.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, lambda: setattr(context, "intake_open", False))
+        log.info("%s ready: database %s, broker %s", spec.name, engine.url.render_as_string(hide_password=True), settings.kafka_bootstrap_servers)
+        try:
+            yield
+        finally:
+            # Order matters: stop consuming (its effects commit), then let the relay drain the
+            # outbox, then close the producer (which flushes) and the pool.
+            if consumer:
+                consumer.stop()
+            relay.stop()
+            await asyncio.wait(tasks, timeout=15)
+            for task in tasks:
+                task.cancel()
+            await producer.stop()
+            await engine.dispose()
+            log.info("%s stopped: %d events published", spec.name, relay.published)
+
+    app = FastAPI(title=spec.title, lifespan=lifespan, version="1.0.0")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def refuse_writes_while_draining(request: Request, call_next: Any) -> Any:
+        context: ServiceContext | None = getattr(request.app.state, "context", None)
+        if context and not context.intake_open and request.method in {"POST", "PUT", "PATCH", "DELETE"}:
+            return problem(503, "Service is draining", "The service is stopping; retry against another instance.")
+        return await call_next(request)
+
+    app.include_router(health_router())
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Alive: the process answers."""
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(context: Context) -> JSONResponse:
+        """Ready: the database answers, the broker is connected, the consumer makes progress."""
+        checks: dict[str, str] = {}
+        try:
+            async with context.sessions() as session:
+                await asyncio.wait_for(session.execute(text("SELECT 1")), 2)
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = f"unavailable: {error.__class__.__name__}"
+        try:
+            await asyncio.wait_for(context.producer.client.fetch_all_metadata(), 2)
+            checks["broker"] = "ok"
+        except Exception as error:
+            checks["broker"] = f"unavailable: {error.__class__.__name__}"
+        if context.consumer is not None:
+            checks["consumer"] = "ok" if context.consumer.healthy else "stalled"
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+
+    return router
+
+
+def problem(status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None) -> JSONResponse:
+    """RFC 9457 problem details: what went wrong and, for bad input, which field and why."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body", "reason": str(err.get("msg", ""))}
+            for err in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5])
+        return problem(422, "Invalid request", detail, errors)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        title = {400: "Bad request", 404: "Not found", 409: "Conflict", 413: "Request too large"}.get(exc.status_code, "Error")
+        return problem(exc.status_code, title, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "Internal error", "An unexpected error occurred; it has been logged.")
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over the limit before they are buffered, declared or chunked alike."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except BodyTooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem(413, "Request too large", f"The body exceeds {self.max_bytes} bytes.")
+        await response(scope, receive, send)
+
+
+class BodyTooLarge(Exception):
+    pass

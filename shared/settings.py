@@ -1,0 +1,105 @@
+"""Settings read from the environment, one class for every service so the names never drift."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.events import Stream
+
+# Which streams each service's consumer group reads (its handlers pick the event types they need).
+SUBSCRIPTIONS: dict[str, tuple[Stream, ...]] = {
+    "orders": (Stream.ORDERS, Stream.STOCK, Stream.ALLOCATIONS),
+    "inventory": (Stream.ORDERS, Stream.STOCK, Stream.RECEIPTS, Stream.ALLOCATIONS),
+    "allocator": (Stream.ORDERS, Stream.STOCK, Stream.RECEIPTS),
+    "notifier": (Stream.ORDERS, Stream.STOCK, Stream.ALLOCATIONS),
+}
+SERVICES = tuple(SUBSCRIPTIONS)
+SERVICE_PORTS = {"orders": 8001, "inventory": 8002, "allocator": 8003, "notifier": 8004}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    # Where things are. DATABASE_URL names a server (its database part is replaced by each
+    # service's own database); <SERVICE>_DATABASE_URL overrides it for one service.
+    database_url: str = "postgresql://postgres@127.0.0.1:55432/postgres"
+    database_prefix: str = "backorder_"
+    kafka_bootstrap_servers: str = "127.0.0.1:59092"
+    host: str = "127.0.0.1"
+    orders_port: int = SERVICE_PORTS["orders"]
+    inventory_port: int = SERVICE_PORTS["inventory"]
+    allocator_port: int = SERVICE_PORTS["allocator"]
+    notifier_port: int = SERVICE_PORTS["notifier"]
+
+    # Topic names (one per stream, each with a `<name>.dlq` twin).
+    topic_orders: str = "orders"
+    topic_stock: str = "stock"
+    topic_receipts: str = "receipts"
+    topic_allocations: str = "allocations"
+    topic_notifications: str = "notifications"
+    topic_partitions: int = 4
+
+    # Consumers: short group joins (the embedded broker takes session_timeout/2 per join) and
+    # short fetch waits (it does not wake a waiting fetch when data arrives).
+    kafka_session_timeout_ms: int = 6000
+    kafka_heartbeat_interval_ms: int = 1000
+    kafka_fetch_max_wait_ms: int = 50
+    kafka_max_poll_records: int = 500
+    kafka_max_request_size: int = 1_048_576
+    handler_retries: int = 4
+    handler_retry_backoff_s: float = 0.2
+
+    # Outbox relay.
+    outbox_batch_size: int = 500
+    outbox_poll_interval_s: float = 1.0
+    outbox_retention_days: float = 7.0
+
+    # HTTP guards.
+    max_body_bytes: int = 1_048_576
+    max_order_lines: int = 500
+
+    log_level: str = "INFO"
+    db_pool_size: int = 10
+
+    def topic(self, stream: Stream) -> str:
+        return str(getattr(self, f"topic_{stream.value}"))
+
+    def all_topics(self) -> list[str]:
+        names = [self.topic(stream) for stream in Stream]
+        return names + [f"{name}.dlq" for name in names]
+
+    def port(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def service_database_url(self, service: str) -> str:
+        """postgresql://... URL of the service's own database on the configured server."""
+        override = _service_override(service)
+        if override:
+            return override
+        parts = urlsplit(self.database_url)
+        return urlunsplit(parts._replace(path=f"/{self.database_prefix}{service}"))
+
+    def admin_database_url(self) -> str:
+        return self.database_url
+
+
+def _service_override(service: str) -> str | None:
+    return os.environ.get(f"{service.upper()}_DATABASE_URL")
+
+
+def asyncpg_dsn(url: str) -> str:
+    """asyncpg wants plain postgresql://; SQLAlchemy URLs may carry +asyncpg."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def sqlalchemy_url(url: str) -> str:
+    return asyncpg_dsn(url).replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,96 @@
+"""Session fixtures: the real stack (embedded PostgreSQL and broker, or the servers named by
+DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS) and all four services, started once per test session
+exactly the way `make run` starts them, on test ports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from shared.devstack.stack import REPO, Devstack, ServiceProcess
+from shared.settings import SERVICES, Settings
+
+TEST_PORTS = {"orders": 18001, "inventory": 18002, "allocator": 18003, "notifier": 18004}
+
+
+class SessionStack(Devstack):
+    async def start_extra(self, service: str, port: int) -> ServiceProcess:
+        """Another instance of a service in the same consumer group (scale-out tests)."""
+        key = f"{service}-{port}"
+        process = self.start_service(service, port, key=key)
+        await self.wait_ready()
+        return process
+
+
+@pytest.fixture(scope="session")
+async def stack() -> AsyncIterator[SessionStack]:
+    os.environ.setdefault("DEVSTACK_DIR", str(REPO / ".devstack" / "test"))
+    os.environ.setdefault("DEVSTACK_PG_PORT", "55433")
+    os.environ.setdefault("DEVSTACK_KAFKA_PORT", "59093")
+    for name, port in TEST_PORTS.items():
+        os.environ[f"{name.upper()}_PORT"] = str(port)
+    test_stack = SessionStack(Settings(), log_to_files=True)
+    try:
+        only = os.environ.get("DEVSTACK_SERVICES")
+        await test_stack.start(tuple(only.split(",")) if only else SERVICES)
+        yield test_stack
+    finally:
+        await test_stack.stop(drain=False)
+
+
+def _client(stack: Devstack, service: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=stack.base_url(service), timeout=30)
+
+
+@pytest.fixture
+async def orders_api(stack: SessionStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(stack, "orders") as client:
+        yield client
+
+
+@pytest.fixture
+async def inventory_api(stack: SessionStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(stack, "inventory") as client:
+        yield client
+
+
+@pytest.fixture
+async def allocator_api(stack: SessionStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(stack, "allocator") as client:
+        yield client
+
+
+@pytest.fixture
+async def notifier_api(stack: SessionStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(stack, "notifier") as client:
+        yield client
+
+
+@pytest.fixture
+def db(stack: SessionStack) -> Callable[[str], AbstractAsyncContextManager[asyncpg.Connection]]:
+    @asynccontextmanager
+    async def connect(service: str) -> AsyncIterator[asyncpg.Connection]:
+        assert service in SERVICES
+        conn = await asyncpg.connect(stack.database_url(service))
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    return connect
+
+
+@pytest.fixture(scope="session")
+async def producer(stack: SessionStack) -> AsyncIterator[AIOKafkaProducer]:
+    kafka = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap_servers, acks="all")
+    await kafka.start()
+    try:
+        yield kafka
+    finally:
+        await kafka.stop()

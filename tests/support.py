@@ -1,0 +1,108 @@
+"""Test helpers for talking to the live stack's broker directly (publishing events as another
+service or a warehouse would, reading topics such as dead-letter twins)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from uuid import UUID, uuid4
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared.events import Envelope, Event
+from shared.settings import Settings
+
+
+def envelope_for(event: Event, event_id: UUID | None = None, producer: str = "tests") -> Envelope:
+    return Envelope(
+        event_id=event_id or uuid4(),
+        event_type=event.event_type,
+        correlation_id=event.key,
+        producer=producer,
+        payload=event.model_dump(mode="json"),
+    )
+
+
+async def publish(
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    event: Event | None = None,
+    *,
+    key: str | None = None,
+    event_id: UUID | None = None,
+    raw: bytes | None = None,
+    topic: str | None = None,
+) -> Envelope | None:
+    """Put an event (or raw bytes, for malformed-message tests) on its topic and wait for the ack."""
+    envelope = envelope_for(event, event_id) if event is not None else None
+    value = raw if raw is not None else envelope.model_dump_json().encode()  # type: ignore[union-attr]
+    target = topic or settings.topic(event.stream)  # type: ignore[union-attr]
+    message_key = key or (event.key if event is not None else "raw")
+    await producer.send_and_wait(target, value=value, key=message_key.encode())
+    return envelope
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+    headers: dict[str, str]
+
+    def envelope(self) -> Envelope:
+        return Envelope.model_validate_json(self.value)
+
+
+async def read_topic(settings: Settings, topic: str, timeout: float = 2.0) -> list[Message]:
+    """Every message on the topic, read group-less from the beginning until the highwater."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=100)
+            for records in batch.values():
+                messages.extend(
+                    Message(r.topic, r.partition, r.offset, r.key.decode() if r.key else None, r.value or b"",
+                            {k: v.decode(errors="replace") for k, v in r.headers})
+                    for r in records
+                )
+            positions = [await consumer.position(tp) for tp in partitions]
+            if all(consumer.highwater(tp) is not None and pos >= (consumer.highwater(tp) or 0)
+                   for tp, pos in zip(partitions, positions, strict=True)):
+                break
+        return messages
+    finally:
+        await consumer.stop()
+
+
+async def events_of(settings: Settings, topic: str, event_type: str, **payload_match: object) -> list[Envelope]:
+    """Envelopes of one type on a topic whose payload matches every given field (compared as strings)."""
+    found = []
+    for message in await read_topic(settings, topic):
+        try:
+            envelope = message.envelope()
+        except ValueError:
+            continue
+        if envelope.event_type == event_type and all(
+            str(envelope.payload.get(k)) == str(v) for k, v in payload_match.items()
+        ):
+            found.append(envelope)
+    return found
+
+
+async def eventually(check, timeout: float = 15.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    """Poll an async check until it returns a truthy value (for effects that cross the broker)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(interval)
