@@ -1,0 +1,38 @@
+# The project's front door: `make run` starts everything, `make test` proves it.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock | cksum | cut -d' ' -f1)
+
+.PHONY: install run test test-unit lint bench migrate clean
+
+$(STAMP): requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the pinned dependencies
+
+run: install  ## start PostgreSQL + broker (embedded unless DATABASE_URL/KAFKA_BOOTSTRAP_SERVERS are set) and the four services
+	$(BIN)/python -m shared.devstack run
+
+migrate: install  ## create databases and topics and run the migrations, then exit
+	$(BIN)/python -m shared.devstack migrate
+
+test: install  ## the whole suite against real servers (started once per session)
+	$(BIN)/python -m pytest
+
+test-unit: install  ## pure domain tests only (no servers)
+	$(BIN)/python -m pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy shared services bench
+
+bench: install  ## benchmarks with same-run anchors (see bench/README.md)
+	$(BIN)/python -m bench.drain
+
+clean:
+	rm -rf $(VENV) .devstack .pytest_cache .mypy_cache .ruff_cache .hypothesis
