@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import pool
+from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -49,7 +49,7 @@ def migrate(service: str, url: str) -> None:
     command.upgrade(alembic_config(service, url), "head")
 
 
-def run_migrations(config: Config, target_metadata: object) -> None:
+def run_migrations(config: Config, target_metadata: MetaData) -> None:
     """Body of every service's migrations/env.py (online mode only: we always have a server)."""
     from alembic import context
 

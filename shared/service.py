@@ -98,7 +98,8 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
             tasks.append(asyncio.create_task(consumer.run(), name=f"{spec.name}-consumer"))
         # SIGUSR1 closes HTTP intake: the devstack's first step of a drain before a stop.
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, lambda: setattr(context, "intake_open", False))
-        log.info("%s ready: database %s, broker %s", spec.name, engine.url.render_as_string(hide_password=True), settings.kafka_bootstrap_servers)
+        database = engine.url.render_as_string(hide_password=True)
+        log.info("%s ready: database %s, broker %s", spec.name, database, settings.kafka_bootstrap_servers)
         try:
             yield
         finally:

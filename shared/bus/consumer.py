@@ -135,7 +135,8 @@ class EventConsumer:
                 if self._stopping or (not transient and attempt > self.settings.handler_retries):
                     if self._stopping and transient:
                         raise  # leave it uncommitted: the next owner re-reads it
-                    log.exception("%s: %s %s failed %d times", self.name, received.envelope.event_type, received.envelope.event_id, attempt)
+                    envelope = received.envelope
+                    log.exception("%s: %s %s failed %d times", self.name, envelope.event_type, envelope.event_id, attempt)
                     await self._dead_letter(received.record, f"failed after {attempt} attempts: {error!r}")
                     return
                 delay = min(self.settings.handler_retry_backoff_s * 2 ** (attempt - 1), 10.0)
@@ -144,7 +145,8 @@ class EventConsumer:
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         """Park the message with the reason in its headers; the partition moves on."""
-        headers = list(record.headers or []) + [
+        headers = [
+            *(record.headers or []),
             ("dlq.reason", reason.encode()[:4000]),
             ("dlq.consumer", self.name.encode()),
             ("dlq.topic", record.topic.encode()),

@@ -4,6 +4,7 @@ after the broker acknowledged them; republishes retained rows when the broker lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,7 +21,9 @@ from .tables import OUTBOX_CHANNEL
 
 log = logging.getLogger("bus.relay")
 
-CLAIM_UNSENT = "SELECT id, event_id, event_type, topic, key, envelope::text FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1"
+CLAIM_UNSENT = (
+    "SELECT id, event_id, event_type, topic, key, envelope::text FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1"
+)
 MARK_SENT = """
     UPDATE outbox SET sent_at = now(), partition = s.partition, "offset" = s.off, cluster_id = $4
     FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS s(id, partition, off) WHERE outbox.id = s.id
@@ -83,10 +86,8 @@ class OutboxRelay:
                     pass
                 await conn.execute(DELETE_EXPIRED, self.settings.outbox_retention_days * 86400)
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_interval_s)
-                except TimeoutError:
-                    pass
             await self.drain(conn)
         finally:
             self.is_leader = False

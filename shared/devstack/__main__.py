@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -33,10 +34,8 @@ async def run() -> None:
                 if service.process.poll() is not None:
                     log.error("%s exited with code %s; stopping the stack", key, service.process.returncode)
                     stopping.set()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), 1.0)
-            except TimeoutError:
-                pass
     finally:
         log.info("stopping: closing intake, draining outboxes and consumers")
         await stack.stop(drain=True)

@@ -40,7 +40,7 @@ class ServiceProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while self.process.poll() is None and time.monotonic() < deadline:
+            while self.process.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110 (a process, not an event)
                 await asyncio.sleep(0.05)
             if self.process.poll() is None:
                 log.warning("%s did not stop in %.0f s; killing it", self.name, timeout)
@@ -57,6 +57,8 @@ class Devstack:
     settings: Settings
     root: Path = field(default_factory=lambda: Path(os.environ.get("DEVSTACK_DIR", REPO / ".devstack")))
     log_to_files: bool = False
+    pg_port: int = field(default_factory=lambda: int(os.environ.get("DEVSTACK_PG_PORT", "55432")))
+    kafka_port: int = field(default_factory=lambda: int(os.environ.get("DEVSTACK_KAFKA_PORT", "59092")))
     postgres: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
@@ -78,10 +80,8 @@ class Devstack:
             log.info("using PostgreSQL %s and Kafka %s", self.settings.database_url, self.settings.kafka_bootstrap_servers)
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        pg_port = int(os.environ.get("DEVSTACK_PG_PORT", "55432"))
-        kafka_port = int(os.environ.get("DEVSTACK_KAFKA_PORT", "59092"))
-        self.postgres = EmbeddedPostgres(self.root / "pgdata", port=pg_port)
-        self.broker = EmbeddedBroker(port=kafka_port, log_path=self.root / "broker.log")
+        self.postgres = EmbeddedPostgres(self.root / "pgdata", port=self.pg_port)
+        self.broker = EmbeddedBroker(port=self.kafka_port, log_path=self.root / "broker.log")
         await asyncio.to_thread(self.postgres.start)
         self.broker.start()
         self.settings = self.settings.model_copy(
