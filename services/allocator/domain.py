@@ -215,3 +215,45 @@ def project_promised_dates(queue: Sequence[WaitingLine], inbound: Iterable[Inbou
 def eta_changes(previous: Mapping[LineKey, date | None], current: Mapping[LineKey, date | None]) -> list[EtaChange]:
     """The lines whose promised date moved; lines that left the book need no notice."""
     return [EtaChange(key, previous.get(key), current[key]) for key in sorted(current) if previous.get(key) != current[key]]
+
+
+# --- small rules the service applies around the algorithm ------------------------------
+
+
+class EtaReason(StrEnum):
+    """Why a promised date moved: the notifier words its message (and apology) after it."""
+
+    BOOKED = "booked"
+    QUEUE_MOVED = "queue_moved"
+    PRIORITY_CHANGED = "priority_changed"
+    PURCHASE_ORDER_CHANGED = "purchase_order_changed"
+    PURCHASE_ORDER_CANCELLED = "purchase_order_cancelled"
+
+
+def policy_in_force(sku_override: str | None, global_policy: str | None) -> PriorityPolicy:
+    """A SKU's own policy beats the global one; with neither, the book is FIFO."""
+    return PriorityPolicy(sku_override or global_policy or PriorityPolicy.FIFO)
+
+
+def supply_per_sku(lines: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """Units per SKU, in SKU order: several lines of one SKU are one arrival, and handling SKUs in
+    one fixed order is what keeps two allocators from deadlocking on each other's book rows."""
+    totals: dict[str, int] = defaultdict(int)
+    for sku, qty in lines:
+        if qty < 0:
+            raise ValueError(f"{sku}: quantity {qty} is negative")
+        totals[sku] += qty
+    return dict(sorted(totals.items()))
+
+
+def order_progress(partial_allowed: bool, units_waiting: int, order_short_lines: int, lines_booked: int) -> OrderProgress:
+    """What the book knows of an order: short lines not booked yet still wait, even if unseen."""
+    return OrderProgress(partial_allowed, units_waiting, lines_unregistered=max(order_short_lines - lines_booked, 0))
+
+
+def eta_reasons(
+    changes: Iterable[EtaChange], reason: EtaReason, booked: Iterable[LineKey] = ()
+) -> list[tuple[EtaChange, EtaReason]]:
+    """A line entering the book is "booked"; every other line moved for the reason of the change."""
+    entering = set(booked)
+    return [(change, EtaReason.BOOKED if change.key in entering else reason) for change in changes]

@@ -1,0 +1,259 @@
+"""The backorder book in PostgreSQL: the per-SKU lock, set-based reads and writes, and re-dating.
+
+Every statement here touches a whole SKU (or a set of SKUs) at once: the hot paths never make a
+round trip per waiting line.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.allocator.domain import (
+    Allocation,
+    EtaReason,
+    InboundSupply,
+    LineKey,
+    OrderProgress,
+    PriorityPolicy,
+    WaitingLine,
+    eta_changes,
+    eta_reasons,
+    order_progress,
+    policy_in_force,
+    project_promised_dates,
+    queue_order,
+)
+from shared.bus.outbox import UnitOfWork
+from shared.events import EtaChanged
+
+INSERT_MISSING_SKUS = text(
+    "INSERT INTO book_sku (sku) SELECT s FROM unnest(CAST(:skus AS text[])) AS s ORDER BY s ON CONFLICT (sku) DO NOTHING"
+)
+LOCK_SKUS = text(
+    """
+    SELECT b.sku, s.policy AS own_policy, g.policy AS global_policy
+    FROM book_sku b
+    LEFT JOIN priority_policy s ON s.scope = b.sku
+    LEFT JOIN priority_policy g ON g.scope = 'global'
+    WHERE b.sku = ANY(CAST(:skus AS text[]))
+    ORDER BY b.sku
+    FOR UPDATE OF b
+    """
+)
+SELECT_WAITING = text(
+    """
+    SELECT sku, order_id, line_no, qty_waiting, ordered_at, tier, first_promised_date, promised_date
+    FROM waiting_line WHERE sku = ANY(CAST(:skus AS text[])) AND status = 'waiting'
+    """
+)
+SELECT_INBOUND = text(
+    """
+    SELECT sku, purchase_order_id, qty_open, expected_at FROM inbound_supply
+    WHERE sku = ANY(CAST(:skus AS text[])) AND status = 'open' AND qty_open > 0
+    """
+)
+# A SKU with no open supply and no dated line has nothing to re-date: every line is undated and stays so.
+SELECT_DATABLE = text(
+    """
+    SELECT s FROM unnest(CAST(:skus AS text[])) AS s
+    WHERE EXISTS (SELECT 1 FROM inbound_supply i WHERE i.sku = s AND i.status = 'open' AND i.qty_open > 0)
+       OR EXISTS (SELECT 1 FROM waiting_line w WHERE w.sku = s AND w.status = 'waiting' AND w.promised_date IS NOT NULL)
+    """
+)
+UPDATE_PROMISED = text(
+    """
+    UPDATE waiting_line AS w
+    SET promised_date = u.promised, first_promised_date = coalesce(w.first_promised_date, u.promised)
+    FROM unnest(CAST(:order_ids AS uuid[]), CAST(:line_nos AS int[]), CAST(:dates AS date[])) AS u(order_id, line_no, promised)
+    WHERE w.order_id = u.order_id AND w.line_no = u.line_no
+    """
+)
+SELECT_ORDER_PROGRESS = text(
+    """
+    SELECT order_id,
+           coalesce(bool_and(partial_allowed) FILTER (WHERE booked_at IS NOT NULL), false) AS partial_allowed,
+           coalesce(sum(qty_waiting) FILTER (WHERE status = 'waiting'), 0) AS units_waiting,
+           coalesce(max(order_short_lines) FILTER (WHERE booked_at IS NOT NULL), 0) AS order_short_lines,
+           count(*) FILTER (WHERE booked_at IS NOT NULL) AS lines_booked
+    FROM waiting_line WHERE order_id = ANY(CAST(:order_ids AS uuid[])) GROUP BY order_id
+    """
+)
+FILL_LINES = text(
+    """
+    UPDATE waiting_line AS w
+    SET qty_waiting = w.qty_waiting - u.qty,
+        qty_allocated = w.qty_allocated + u.qty,
+        status = CASE WHEN w.qty_waiting = u.qty THEN 'filled' ELSE 'waiting' END,
+        filled_at = CASE WHEN w.qty_waiting = u.qty THEN CAST(:now AS timestamptz) END
+    FROM unnest(CAST(:order_ids AS uuid[]), CAST(:line_nos AS int[]), CAST(:qtys AS int[])) AS u(order_id, line_no, qty)
+    WHERE w.order_id = u.order_id AND w.line_no = u.line_no AND w.status = 'waiting' AND w.qty_waiting >= u.qty
+    """
+)
+INSERT_ALLOCATIONS = text(
+    """
+    INSERT INTO allocation (order_id, line_no, sku, qty, cross_dock, source, source_id, allocated_at)
+    SELECT u.order_id, u.line_no, u.sku, u.qty, u.cross_dock, :source, :source_id, :now
+    FROM unnest(CAST(:order_ids AS uuid[]), CAST(:line_nos AS int[]), CAST(:skus AS text[]),
+                CAST(:qtys AS int[]), CAST(:cross_docks AS boolean[])) AS u(order_id, line_no, sku, qty, cross_dock)
+    """
+)
+SELECT_SUPPLY_APPLIED = text("SELECT sku, qty FROM supply_applied WHERE source = :source AND source_id = :source_id")
+INSERT_SUPPLY_APPLIED = text(
+    """
+    INSERT INTO supply_applied (source, source_id, sku, qty, put_away, applied_at)
+    SELECT :source, :source_id, u.sku, u.qty, u.put_away, :now
+    FROM unnest(CAST(:skus AS text[]), CAST(:qtys AS int[]), CAST(:put_aways AS int[])) AS u(sku, qty, put_away)
+    """
+)
+
+
+@dataclass(frozen=True)
+class SkuAllocation:
+    """An allocation of the domain, with the SKU it was made in (a receipt may carry several)."""
+
+    sku: str
+    allocation: Allocation
+
+
+async def lock_book(session: AsyncSession, skus: Iterable[str]) -> dict[str, PriorityPolicy]:
+    """Lock the SKUs' books for this transaction and return the priority policy in force for each.
+
+    Per-SKU serialisation: every writer of a SKU's book (StockShort, LineCancelled, a receipt, a
+    release, a purchase-order change, a policy change) first takes the row lock of that SKU in
+    book_sku, here. Several allocator instances share the consumer group, and receipts are keyed by
+    receipt id, not SKU, so two instances can hold receipts for the same SKU at the same moment;
+    the row lock makes the second wait until the first has committed, and it then reads the book
+    as the first left it (READ COMMITTED takes a new snapshot per statement), so no unit is given
+    twice and no waiting line is skipped. Rows are locked in SKU order, in one statement, so two
+    transactions never wait for each other in a cycle. Missing rows are inserted first: a row that
+    does not exist cannot be locked.
+    """
+    wanted = sorted(set(skus))
+    if not wanted:
+        return {}
+    await session.execute(INSERT_MISSING_SKUS, {"skus": wanted})
+    rows = (await session.execute(LOCK_SKUS, {"skus": wanted})).all()
+    return {row.sku: policy_in_force(row.own_policy, row.global_policy) for row in rows}
+
+
+async def waiting_lines(session: AsyncSession, skus: Sequence[str]) -> dict[str, dict[WaitingLine, date | None]]:
+    """The waiting lines of each SKU (one query for all), with the date each was last promised."""
+    book: dict[str, dict[WaitingLine, date | None]] = defaultdict(dict)
+    for row in await session.execute(SELECT_WAITING, {"skus": list(skus)}):
+        line = WaitingLine(row.order_id, row.line_no, row.sku, row.qty_waiting, row.ordered_at, row.tier, row.first_promised_date)
+        book[row.sku][line] = row.promised_date
+    return book
+
+
+async def inbound_supply(session: AsyncSession, skus: Sequence[str]) -> dict[str, list[InboundSupply]]:
+    supply: dict[str, list[InboundSupply]] = defaultdict(list)
+    for row in await session.execute(SELECT_INBOUND, {"skus": list(skus)}):
+        supply[row.sku].append(InboundSupply(row.purchase_order_id, row.qty_open, row.expected_at))
+    return supply
+
+
+async def redate(
+    uow: UnitOfWork, policies: Mapping[str, PriorityPolicy], reason: EtaReason, booked: Iterable[LineKey] = ()
+) -> int:
+    """Project the promised date of every waiting line of the (locked) SKUs from their inbound
+    supply, store the dates that moved and emit EtaChanged for exactly those lines."""
+    session = uow.session
+    if not policies:
+        return 0
+    skus = list((await session.execute(SELECT_DATABLE, {"skus": sorted(policies)})).scalars())
+    if not skus:
+        return 0
+    book = await waiting_lines(session, skus)
+    supply = await inbound_supply(session, skus)
+    moved: list[tuple[str, LineKey, date | None, date | None, EtaReason]] = []
+    for sku in sorted(skus):
+        previous = {line.key: promised for line, promised in book[sku].items()}
+        current = project_promised_dates(queue_order(book[sku], policies[sku]), supply[sku])
+        for change, why in eta_reasons(eta_changes(previous, current), reason, booked):
+            moved.append((sku, change.key, change.previous, change.new, why))
+    if not moved:
+        return 0
+    await session.execute(
+        UPDATE_PROMISED,
+        {
+            "order_ids": [key[0] for _, key, _, _, _ in moved],
+            "line_nos": [key[1] for _, key, _, _, _ in moved],
+            "dates": [new for _, _, _, new, _ in moved],
+        },
+    )
+    for sku, (order_id, line_no), old, new, why in moved:
+        uow.emit(EtaChanged(order_id=order_id, line_no=line_no, sku=sku, previous_date=old, new_date=new, reason=why.value))
+    return len(moved)
+
+
+async def order_progress_of(session: AsyncSession, order_ids: Iterable[UUID]) -> dict[UUID, OrderProgress]:
+    """What the cross-dock rule needs about each order, over all its lines and SKUs, in one query."""
+    rows = await session.execute(SELECT_ORDER_PROGRESS, {"order_ids": sorted(set(order_ids))})
+    return {
+        row.order_id: order_progress(row.partial_allowed, int(row.units_waiting), row.order_short_lines, row.lines_booked)
+        for row in rows
+    }
+
+
+async def supply_already_applied(session: AsyncSession, source: str, source_id: str) -> dict[str, int]:
+    """Units per SKU of a receipt or release already served (empty when it is new)."""
+    rows = await session.execute(SELECT_SUPPLY_APPLIED, {"source": source, "source_id": source_id})
+    return {row.sku: row.qty for row in rows}
+
+
+async def record_supply(
+    session: AsyncSession, source: str, source_id: str, units: Mapping[str, int], put_away: Mapping[str, int], now: datetime
+) -> None:
+    skus = sorted(units)
+    await session.execute(
+        INSERT_SUPPLY_APPLIED,
+        {
+            "source": source,
+            "source_id": source_id,
+            "now": now,
+            "skus": skus,
+            "qtys": [units[sku] for sku in skus],
+            "put_aways": [put_away.get(sku, 0) for sku in skus],
+        },
+    )
+
+
+async def fill_lines(
+    session: AsyncSession,
+    allocations: Sequence[SkuAllocation],
+    cross_docked: Mapping[LineKey, bool],
+    source: str,
+    source_id: str,
+    now: datetime,
+) -> None:
+    """Take the allocated units off the waiting lines and record who got what: two statements."""
+    if not allocations:
+        return
+    order_ids = [a.allocation.order_id for a in allocations]
+    line_nos = [a.allocation.line_no for a in allocations]
+    qtys = [a.allocation.qty for a in allocations]
+    result = await session.execute(FILL_LINES, {"order_ids": order_ids, "line_nos": line_nos, "qtys": qtys, "now": now})
+    filled = getattr(result, "rowcount", None)
+    if filled != len(allocations):
+        # Only possible if the book changed under the lock: refuse rather than over-allocate.
+        raise RuntimeError(f"{source} {source_id}: {filled} of {len(allocations)} waiting lines could take their allocation")
+    await session.execute(
+        INSERT_ALLOCATIONS,
+        {
+            "order_ids": order_ids,
+            "line_nos": line_nos,
+            "skus": [a.sku for a in allocations],
+            "qtys": qtys,
+            "cross_docks": [cross_docked[a.allocation.key] for a in allocations],
+            "source": source,
+            "source_id": source_id,
+            "now": now,
+        },
+    )

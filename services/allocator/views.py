@@ -1,0 +1,148 @@
+"""Reads of the backorder book for ops: the queue per SKU, its statistics and the policies in force."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.allocator.domain import PriorityPolicy, WaitingLine, policy_in_force, queue_order
+
+
+class BackorderRead(BaseModel):
+    sku: str
+    position: int = Field(description="1-based place in the SKU's queue under the policy in force")
+    order_id: UUID
+    line_no: int
+    qty_waiting: int
+    qty_allocated: int
+    tier: str
+    policy: PriorityPolicy
+    promised_date: date | None
+    ordered_at: datetime
+    age_seconds: float
+
+
+class BackorderPage(BaseModel):
+    items: list[BackorderRead]
+    total: int
+    limit: int
+    offset: int
+
+
+class SkuStatsRead(BaseModel):
+    sku: str
+    lines_waiting: int
+    units_waiting: int
+    oldest_age_seconds: float | None
+    fill_time_p50_seconds: float | None
+    fill_time_p90_seconds: float | None
+    lines_ordered: int
+    lines_backordered: int
+    backorder_rate: float | None = Field(description="lines backordered / lines ordered; null before any order is counted")
+
+
+class StatsRead(BaseModel):
+    items: list[SkuStatsRead]
+
+
+class PoliciesRead(BaseModel):
+    global_policy: PriorityPolicy = Field(serialization_alias="global")
+    skus: dict[str, PriorityPolicy]
+
+
+SELECT_WAITING = text(
+    """
+    SELECT sku, order_id, line_no, qty_waiting, qty_allocated, ordered_at, tier, first_promised_date, promised_date
+    FROM waiting_line WHERE status = 'waiting' AND (CAST(:sku AS text) IS NULL OR sku = CAST(:sku AS text))
+    """
+)
+SELECT_POLICIES = text("SELECT scope, policy FROM priority_policy")
+SELECT_STATS = text(
+    """
+    SELECT b.sku, b.lines_ordered, b.lines_backordered,
+           count(w.order_id) FILTER (WHERE w.status = 'waiting') AS lines_waiting,
+           coalesce(sum(w.qty_waiting) FILTER (WHERE w.status = 'waiting'), 0) AS units_waiting,
+           extract(epoch FROM CAST(:now AS timestamptz) - min(w.ordered_at) FILTER (WHERE w.status = 'waiting')) AS oldest_age,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM w.filled_at - w.booked_at))
+               FILTER (WHERE w.status = 'filled') AS fill_p50,
+           percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM w.filled_at - w.booked_at))
+               FILTER (WHERE w.status = 'filled') AS fill_p90
+    FROM book_sku b LEFT JOIN waiting_line w ON w.sku = b.sku
+    WHERE CAST(:sku AS text) IS NULL OR b.sku = CAST(:sku AS text)
+    GROUP BY b.sku, b.lines_ordered, b.lines_backordered
+    HAVING b.lines_ordered > 0 OR b.lines_backordered > 0
+    ORDER BY b.sku
+    """
+)
+
+
+def _float(value: Decimal | float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+async def policies(session: AsyncSession) -> PoliciesRead:
+    rows = {row.scope: row.policy for row in await session.execute(SELECT_POLICIES)}
+    global_policy = policy_in_force(None, rows.pop("global", None))
+    return PoliciesRead(global_policy=global_policy, skus={sku: PriorityPolicy(policy) for sku, policy in sorted(rows.items())})
+
+
+async def backorders(session: AsyncSession, sku: str | None, limit: int, offset: int, now: datetime) -> BackorderPage:
+    """The queue in serving order, per SKU (by SKU when no SKU is given), ranked by the domain's own
+    queue_order so the list is exactly the order in which goods will be given out."""
+    rows = (await session.execute(SELECT_WAITING, {"sku": sku})).all()
+    in_force = await policies(session)
+    by_sku: dict[str, dict[tuple[UUID, int], Row[Any]]] = defaultdict(dict)
+    for row in rows:
+        by_sku[row.sku][(row.order_id, row.line_no)] = row
+    items: list[BackorderRead] = []
+    for sku_name in sorted(by_sku):
+        policy = in_force.skus.get(sku_name, in_force.global_policy)
+        sku_rows = by_sku[sku_name]
+        book = [
+            WaitingLine(r.order_id, r.line_no, r.sku, r.qty_waiting, r.ordered_at, r.tier, r.first_promised_date)
+            for r in sku_rows.values()
+        ]
+        for position, line in enumerate(queue_order(book, policy), start=1):
+            row = sku_rows[line.key]
+            items.append(
+                BackorderRead(
+                    sku=sku_name,
+                    position=position,
+                    order_id=line.order_id,
+                    line_no=line.line_no,
+                    qty_waiting=line.qty_waiting,
+                    qty_allocated=row.qty_allocated,
+                    tier=line.tier,
+                    policy=policy,
+                    promised_date=row.promised_date,
+                    ordered_at=line.ordered_at,
+                    age_seconds=max((now - line.ordered_at).total_seconds(), 0.0),
+                )
+            )
+    return BackorderPage(items=items[offset : offset + limit], total=len(items), limit=limit, offset=offset)
+
+
+async def stats(session: AsyncSession, sku: str | None, now: datetime) -> StatsRead:
+    items = []
+    for row in await session.execute(SELECT_STATS, {"sku": sku, "now": now}):
+        items.append(
+            SkuStatsRead(
+                sku=row.sku,
+                lines_waiting=row.lines_waiting,
+                units_waiting=int(row.units_waiting),
+                oldest_age_seconds=_float(row.oldest_age),
+                fill_time_p50_seconds=_float(row.fill_p50),
+                fill_time_p90_seconds=_float(row.fill_p90),
+                lines_ordered=row.lines_ordered,
+                lines_backordered=row.lines_backordered,
+                backorder_rate=row.lines_backordered / row.lines_ordered if row.lines_ordered else None,
+            )
+        )
+    return StatsRead(items=items)

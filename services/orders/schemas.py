@@ -1,0 +1,135 @@
+"""What the orders API accepts and shows: request and response models, apart from the tables."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator
+
+from services.orders.domain import Line, LineState
+from shared.events import Customer, Qty, ShipmentLine, Sku
+from shared.settings import get_settings
+
+
+def storable(value: str) -> str:
+    """PostgreSQL text holds no NUL and only valid UTF-8: refuse such input as a 422, not a 500."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+Text = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(storable)]
+# No "5" for 5 and no "yes" for true: a platform sending strings has a bug worth hearing about.
+StrictQty = Annotated[Qty, Strict()]
+StrictBool = Annotated[bool, Strict()]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LineCreate(Request):
+    sku: Sku
+    qty: StrictQty
+
+
+class Shipping(Request):
+    partial_allowed: StrictBool = False
+
+
+class OrderCreate(Request):
+    external_id: Text
+    channel: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(storable)]
+    customer: Customer
+    lines: Annotated[list[LineCreate], Field(min_length=1)]
+    shipping: Shipping = Shipping()
+
+    @field_validator("customer")
+    @classmethod
+    def customer_storable(cls, customer: Customer) -> Customer:
+        storable(customer.id)
+        storable(customer.email)
+        return customer
+
+    @field_validator("lines")
+    @classmethod
+    def at_most_max_lines(cls, lines: list[LineCreate]) -> list[LineCreate]:
+        limit = get_settings().max_order_lines
+        if len(lines) > limit:
+            raise ValueError(f"an order has at most {limit} lines, got {len(lines)}")
+        return lines
+
+    def request_hash(self) -> str:
+        """Fingerprint of the canonical body (defaults filled, keys sorted) for idempotent replays."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class LineRead(BaseModel):
+    line_no: int
+    sku: str
+    qty: int
+    state: LineState
+    reserved: int
+    backordered: int = Field(description="units still waiting in the backorder book")
+    allocated: int = Field(description="units allocated from the book (picked or cross-docked)")
+    requested: int = Field(description="units asked of the warehouse in shipment requests")
+    shipped: int
+    cancelled: int
+    expected_date: date | None
+    rejection_reason: str | None
+    cancel_reason: str | None
+
+    @classmethod
+    def of(cls, line: Line) -> LineRead:
+        return cls(
+            line_no=line.line_no, sku=line.sku, qty=line.qty, state=line.state, reserved=line.reserved,
+            backordered=line.backordered, allocated=line.allocated, requested=line.requested, shipped=line.shipped,
+            cancelled=line.cancelled, expected_date=line.expected_date, rejection_reason=line.rejected_reason,
+            cancel_reason=line.cancel_reason,
+        )
+
+
+class OrderRead(BaseModel):
+    id: UUID
+    external_id: str
+    channel: str
+    customer: Customer
+    shipping: Shipping
+    placed_at: datetime
+    lines: list[LineRead]
+
+
+class OrderList(BaseModel):
+    orders: list[OrderRead]
+    limit: int
+    offset: int
+
+
+class CancelRequest(Request):
+    reason: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(storable)] = "customer_request"
+
+
+class ShipmentConfirm(Request):
+    shipment_id: UUID
+
+
+class ShipmentRead(BaseModel):
+    id: UUID
+    order_id: UUID
+    status: Literal["requested", "shipped", "cancelled"]
+    lines: list[ShipmentLine]
+    requested_at: datetime
+    shipped_at: datetime | None
+
+
+class ShipmentList(BaseModel):
+    shipments: list[ShipmentRead]
