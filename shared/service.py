@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.bus.consumer import EventConsumer, Handler
@@ -183,7 +184,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        title = {400: "Bad request", 404: "Not found", 409: "Conflict", 413: "Request too large"}.get(exc.status_code, "Error")
+        titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 409: "Conflict", 413: "Request too large"}
+        title = titles.get(exc.status_code, "Error")
         return problem(exc.status_code, title, str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -34,9 +34,11 @@ class ServiceProcess:
     port: int
     process: subprocess.Popen[bytes]
     log_file: IO[bytes] | None = None
+    stopped: bool = False
 
     async def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM lets uvicorn close intake and the lifespan drain the relay and consumer."""
+        self.stopped = True
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout
@@ -129,7 +131,7 @@ class Devstack:
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2) as client:
             for key, service in self.services.items():
-                while True:
+                while not service.stopped:
                     if service.process.poll() is not None:
                         raise RuntimeError(f"{key} exited with code {service.process.returncode} during start-up")
                     try:

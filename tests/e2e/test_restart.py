@@ -8,7 +8,7 @@ import shutil
 
 import httpx
 import pytest
-from test_order_flow import new_sku, order_body, set_policy
+from e2e.kit import new_sku, order_body, set_policy
 
 from shared.devstack.stack import REPO, Devstack
 from shared.settings import Settings

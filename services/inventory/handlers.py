@@ -1,0 +1,61 @@
+"""Inventory event handlers: one per consumed event; an event that can never apply is dead-lettered."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from services.inventory import movements
+from services.inventory.movements import Unapplicable
+from shared.bus.consumer import DeadLetter, Handler
+from shared.bus.outbox import UnitOfWork
+from shared.events import BackorderAllocated, GoodsPutAway, GoodsReceived, LineCancelled, OrderPlaced, Shipped
+
+
+@contextmanager
+def dead_letter_unapplicable() -> Iterator[None]:
+    """Retrying cannot fix these: park the message with the reason and let the partition move on."""
+    try:
+        yield
+    except Unapplicable as error:
+        raise DeadLetter(str(error)) from error
+
+
+async def on_order_placed(event: OrderPlaced, uow: UnitOfWork) -> None:
+    with dead_letter_unapplicable():
+        await movements.reserve_order(uow, event)
+
+
+async def on_line_cancelled(event: LineCancelled, uow: UnitOfWork) -> None:
+    with dead_letter_unapplicable():
+        await movements.cancel_line(uow, event)
+
+
+async def on_shipped(event: Shipped, uow: UnitOfWork) -> None:
+    with dead_letter_unapplicable():
+        await movements.ship(uow, event)
+
+
+async def on_backorder_allocated(event: BackorderAllocated, uow: UnitOfWork) -> None:
+    with dead_letter_unapplicable():
+        await movements.allocate_backorder(uow, event)
+
+
+async def on_goods_put_away(event: GoodsPutAway, uow: UnitOfWork) -> None:
+    with dead_letter_unapplicable():
+        await movements.put_away(uow, event)
+
+
+async def on_goods_received(event: GoodsReceived, uow: UnitOfWork) -> None:
+    """Receipts a warehouse published to the topic, and the echo of those posted over HTTP
+    (already recorded: a no-op)."""
+    with dead_letter_unapplicable():
+        await movements.receive_goods(uow, event, via="topic")
+
+
+HANDLERS: dict[str, Handler] = {
+    OrderPlaced.event_type: on_order_placed,
+    LineCancelled.event_type: on_line_cancelled,
+    Shipped.event_type: on_shipped,
+    BackorderAllocated.event_type: on_backorder_allocated,
+    GoodsPutAway.event_type: on_goods_put_away,
+    GoodsReceived.event_type: on_goods_received,
+}

@@ -1,0 +1,167 @@
+"""What the inventory API accepts and shows: strict request types (no "5" for 5, no "yes" for true,
+no unknown fields) kept apart from the tables."""
+
+from datetime import date
+from typing import Annotated, Literal
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
+
+from shared.events import Sku
+
+MAX_QTY = 1_000_000
+MAX_LINES = 500
+
+StrictBool = Annotated[bool, Strict()]
+Qty = Annotated[int, Strict(), Field(gt=0, le=MAX_QTY, description="units, 1..1,000,000")]
+Units = Annotated[int, Strict(), Field(ge=0, le=MAX_QTY)]
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
+# Free text: no control characters (PostgreSQL cannot store NUL, and nobody means to send them).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=PRINTABLE)]
+Token = Annotated[str, Field(min_length=1, pattern=r"^[^\s\x00-\x1f\x7f]+$")]
+
+
+def invalid(field: str, reason: str) -> RequestValidationError:
+    """A 422 naming the field, in the same shape as the framework's own validation errors."""
+    loc = ("body", *(int(part) if part.isdigit() else part for part in field.split(".")))
+    return RequestValidationError([{"loc": loc, "msg": reason, "type": "value_error"}])
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- SKUs and stock -----------------------------------------------------------------------------
+
+
+class SkuPolicyWrite(Request):
+    backorderable: StrictBool = True
+    discontinued: StrictBool = False
+    max_backorder_qty: Annotated[int, Strict(), Field(ge=0, le=1_000_000_000)] | None = Field(
+        None, description="cap on units waiting for this SKU across all orders; null: no cap"
+    )
+    supplier: Name | None = None
+    safety_stock: Units = 0
+    case_pack: Annotated[int, Strict(), Field(ge=1, le=MAX_QTY)] = 1
+    min_order_qty: Units = 0
+
+
+class SkuPolicyRead(BaseModel):
+    sku: str
+    backorderable: bool
+    discontinued: bool
+    max_backorder_qty: int | None
+    supplier: str | None
+    safety_stock: int
+    case_pack: int
+    min_order_qty: int
+
+
+class StockRead(BaseModel):
+    sku: str
+    available: int
+    reserved: int
+    pending: int
+    cross_docked: int
+    shipped: int
+    received: int
+    counted_in: int
+    counted_out: int
+    backordered: int
+
+
+class AdjustmentCreate(Request):
+    sku: Sku
+    delta: Annotated[int, Strict(), Field(ge=-MAX_QTY, le=MAX_QTY, description="units found (+) or missing (-), not 0")]
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=PRINTABLE)]
+
+    @field_validator("delta")
+    @classmethod
+    def not_zero(cls, delta: int) -> int:
+        if delta == 0:
+            raise ValueError("delta must not be 0")
+        return delta
+
+
+class AvailabilityRead(BaseModel):
+    sku: str
+    status: Literal["in_stock", "backorder", "out_of_stock"]
+    available: int
+    expected_at: date | None
+
+
+# --- purchase orders ----------------------------------------------------------------------------
+
+
+class PurchaseOrderLineWrite(Request):
+    sku: Sku
+    qty: Qty
+
+
+class PurchaseOrderCreate(Request):
+    id: Identifier
+    supplier: Name
+    lines: Annotated[list[PurchaseOrderLineWrite], Field(min_length=1, max_length=MAX_LINES)]
+    expected_at: date
+
+
+class PurchaseOrderLineRevision(Request):
+    sku: Sku
+    qty: Annotated[Units, Field(description="new ordered quantity; 0 cuts the line; never below what arrived")]
+
+
+class PurchaseOrderPatch(Request):
+    expected_at: date | None = None
+    lines: Annotated[list[PurchaseOrderLineRevision], Field(min_length=1, max_length=MAX_LINES)] | None = None
+
+
+class PurchaseOrderLineRead(BaseModel):
+    sku: str
+    qty_ordered: int
+    qty_received: int
+    qty_open: int
+
+
+class PurchaseOrderRead(BaseModel):
+    id: str
+    supplier: str
+    expected_at: date
+    status: Literal["open", "cancelled", "closed"]
+    version: int
+    lines: list[PurchaseOrderLineRead]
+
+
+# --- receipts and suggestions -------------------------------------------------------------------
+
+
+class ReceiptLineWrite(Request):
+    sku: Sku
+    qty: Qty
+
+
+class ReceiptCreate(Request):
+    receipt_id: Annotated[Token, Field(max_length=128)]
+    warehouse: Annotated[Token, Field(max_length=64)]
+    purchase_order_id: Identifier | None = None
+    lines: Annotated[list[ReceiptLineWrite], Field(min_length=1, max_length=MAX_LINES)]
+
+
+class ReceiptRead(BaseModel):
+    receipt_id: str
+    warehouse: str
+    purchase_order_id: str | None
+    lines: list[ReceiptLineWrite]
+    outcome: Literal["recorded", "replayed"]
+
+
+class SuggestedLineRead(BaseModel):
+    sku: str
+    qty: int
+    backordered: int
+    on_order: int
+
+
+class PurchaseSuggestionRead(BaseModel):
+    supplier: str
+    lines: list[SuggestedLineRead]

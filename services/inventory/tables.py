@@ -1,0 +1,173 @@
+"""Inventory tables: SKU policy, stock per SKU, what each order line holds, purchase orders and receipts."""
+
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+def _timestamp() -> Any:
+    return Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()))
+
+
+def _units() -> Any:
+    return Field(default=0, sa_column_kwargs={"nullable": False, "server_default": "0"}, sa_type=sa.BigInteger)
+
+
+class SkuPolicyRow(SQLModel, table=True):
+    __tablename__ = "sku_policy"
+    sku: str = Field(primary_key=True)
+    backorderable: bool = True
+    discontinued: bool = False
+    max_backorder_qty: int | None = None
+    supplier: str | None = None
+    safety_stock: int = 0
+    case_pack: int = 1
+    min_order_qty: int = 0
+    updated_at: datetime = _timestamp()
+
+
+class StockRow(SQLModel, table=True):
+    """One row per SKU. Every bucket is CHECKed >= 0: the last line of defence against selling a
+    unit twice (see ledger.lock_stock for the first)."""
+
+    __tablename__ = "stock"
+    __table_args__ = tuple(
+        sa.CheckConstraint(f"{bucket} >= 0", name=f"stock_{bucket}_not_negative")
+        for bucket in (
+            "available", "reserved", "pending", "cross_docked", "shipped",
+            "received", "counted_in", "counted_out", "backordered",
+        )
+    )
+    sku: str = Field(primary_key=True, foreign_key="sku_policy.sku")
+    available: int = _units()
+    reserved: int = _units()
+    pending: int = _units()
+    cross_docked: int = _units()
+    shipped: int = _units()
+    received: int = _units()
+    counted_in: int = _units()
+    counted_out: int = _units()
+    backordered: int = _units()
+    updated_at: datetime = _timestamp()
+
+
+class LineStockRow(SQLModel, table=True):
+    """What one order line holds; a cancelled line seen before its order is kept as a tombstone."""
+
+    __tablename__ = "line_stock"
+    __table_args__ = tuple(
+        sa.CheckConstraint(f"{bucket} >= 0", name=f"line_stock_{bucket}_not_negative")
+        for bucket in ("reserved", "cross_docked", "shipped", "waiting")
+    )
+    order_id: UUID = Field(primary_key=True)
+    line_no: int = Field(primary_key=True)
+    sku: str
+    reserved: int = _units()
+    cross_docked: int = _units()
+    shipped: int = _units()
+    waiting: int = _units()
+    cancelled: bool = False
+    rejection: str | None = None
+    updated_at: datetime = _timestamp()
+
+
+class PurchaseOrderRow(SQLModel, table=True):
+    __tablename__ = "purchase_order"
+    id: str = Field(primary_key=True)
+    supplier: str
+    expected_at: date
+    status: str
+    cancelled: bool = False
+    version: int = 1
+    create_request: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class PurchaseOrderLineRow(SQLModel, table=True):
+    __tablename__ = "purchase_order_line"
+    purchase_order_id: str = Field(primary_key=True, foreign_key="purchase_order.id")
+    sku: str = Field(primary_key=True, index=True)
+    qty_ordered: int
+    qty_received: int = 0
+
+
+class ReceiptRow(SQLModel, table=True):
+    """A receipt recorded once, whether posted over HTTP or published to the receipts topic."""
+
+    __tablename__ = "receipt"
+    receipt_id: str = Field(primary_key=True)
+    warehouse: str
+    purchase_order_id: str | None = None
+    lines: list[Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    received_at: datetime = _timestamp()
+    via: str
+    recorded_at: datetime = _timestamp()
+
+
+class StockReleaseRow(SQLModel, table=True):
+    """Units handed back to the allocator other than by a receipt (cancellation, count)."""
+
+    __tablename__ = "stock_release"
+    release_id: UUID = Field(primary_key=True)
+    sku: str = Field(index=True)
+    qty: int
+    reason: str
+    created_at: datetime = _timestamp()
+
+
+class StockAdjustmentRow(SQLModel, table=True):
+    __tablename__ = "stock_adjustment"
+    id: int | None = Field(default=None, primary_key=True)
+    sku: str = Field(index=True)
+    delta: int
+    reason: str
+    release_id: UUID | None = None
+    created_at: datetime = _timestamp()
+
+
+class ShipmentLineRow(SQLModel, table=True):
+    """Shipped lines already applied: a shipment reported twice moves its units once."""
+
+    __tablename__ = "shipment_line"
+    shipment_id: UUID = Field(primary_key=True)
+    line_no: int = Field(primary_key=True)
+    order_id: UUID
+    sku: str
+    qty: int
+    source: str
+    created_at: datetime = _timestamp()
+
+
+class AppliedDecisionRow(SQLModel, table=True):
+    """Allocator decisions already applied, by business key: one allocation per (arrival, line), one
+    put-away per (arrival, SKU) with the nil order id and line 0. The same decision under another
+    event id moves no unit twice."""
+
+    __tablename__ = "applied_decision"
+    source_id: str = Field(primary_key=True)
+    sku: str = Field(primary_key=True)
+    order_id: UUID = Field(primary_key=True)
+    line_no: int = Field(primary_key=True)
+    qty: int
+    created_at: datetime = _timestamp()
+
+
+class ParkedEventRow(SQLModel, table=True):
+    """An allocator decision about a receipt inventory has not recorded yet (the warehouse
+    published it to the receipts topic, which both services read at their own pace). It is
+    applied when the receipt is recorded."""
+
+    __tablename__ = "parked_event"
+    id: int | None = Field(default=None, primary_key=True)
+    receipt_id: str = Field(index=True)
+    event_type: str
+    payload: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    parked_at: datetime = _timestamp()
+
+
+metadata = SQLModel.metadata

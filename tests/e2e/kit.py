@@ -1,0 +1,31 @@
+"""Builders shared by the end-to-end scenarios: unique SKUs, SKU policies, counts and order bodies."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import httpx
+
+
+def new_sku(label: str) -> str:
+    return f"E2E-{label}-{uuid4().hex[:8]}"
+
+
+async def set_policy(inventory_api: httpx.AsyncClient, sku: str, **policy: object) -> None:
+    response = await inventory_api.put(f"/v1/skus/{sku}", json={"backorderable": True, **policy})
+    assert response.status_code in (200, 201), response.text
+
+
+async def count_stock(inventory_api: httpx.AsyncClient, sku: str, units: int) -> None:
+    response = await inventory_api.post("/v1/stock-adjustments", json={"sku": sku, "delta": units, "reason": "cycle count"})
+    assert response.status_code in (200, 201), response.text
+
+
+def order_body(lines: list[tuple[str, int]], partial_allowed: bool = True, tier: str = "standard") -> dict:
+    return {
+        "external_id": uuid4().hex,
+        "channel": "web",
+        "customer": {"id": f"cust-{uuid4().hex[:6]}", "email": "ada@example.com", "locale": "en-GB", "tier": tier},
+        "lines": [{"sku": sku, "qty": qty} for sku, qty in lines],
+        "shipping": {"partial_allowed": partial_allowed},
+    }

@@ -1,0 +1,205 @@
+"""Inventory's event handling against the live stack: reservation of placed orders, redelivery,
+dead letters that do not block a partition, the last unit under concurrency, and the units that
+cancellations, the allocator's decisions and shipments move."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from integration.inventory.inventory_kit import InventoryKit, inv_fixture  # noqa: F401 (the inv fixture)
+from support import eventually, read_topic
+
+from shared.events import GoodsPutAway, GoodsReceived, LineCancelled, ReceivedLine, ShipmentLine, Shipped
+
+
+async def line_stock(db: Any, order_id: object) -> dict[int, dict[str, Any]]:
+    async with db("inventory") as conn:
+        rows = await conn.fetch("SELECT * FROM line_stock WHERE order_id = $1 ORDER BY line_no", order_id)
+    return {row["line_no"]: dict(row) for row in rows}
+
+
+def receipt(receipt_id: str, *lines: tuple[str, int]) -> GoodsReceived:
+    return GoodsReceived(receipt_id=receipt_id, warehouse="W1", lines=tuple(ReceivedLine(sku=s, qty=q) for s, q in lines))
+
+
+async def test_placed_order_is_reserved_backordered_and_rejected_per_line(inv: InventoryKit, db: Any) -> None:
+    a = await inv.sku(stock=2)
+    b = await inv.sku()
+    c = await inv.sku(discontinued=True)
+    d = await inv.sku(backorderable=False)
+    e = await inv.sku(max_backorder_qty=1)
+    x = inv.new_id("NONE")
+    order = inv.order((a, 3), (b, 1), (c, 1), (d, 1), (e, 2), (x, 1), tier="vip", partial=False)
+    await inv.publish(order)
+    await inv.settle()
+
+    reserved = await inv.on_stock("StockReserved", order_id=order.order_id)
+    assert [(r.payload["line_no"], r.payload["sku"], r.payload["qty"]) for r in reserved] == [(1, a, 2)]
+    short = await inv.on_stock("StockShort", order_id=order.order_id)
+    assert sorted((s.payload["line_no"], s.payload["qty_short"], s.payload["qty_reserved"]) for s in short) == [
+        (1, 1, 2), (2, 1, 0),
+    ], "keyed by SKU, so read back in any order"
+    assert {(s.payload["customer_tier"], s.payload["partial_allowed"], s.payload["order_short_lines"]) for s in short} == {
+        ("vip", False, 2)
+    }
+    assert all(datetime.fromisoformat(s.payload["ordered_at"]) == order.placed_at for s in short)
+    rejected = await inv.on_stock("LineRejected", order_id=order.order_id)
+    assert {r.payload["line_no"]: r.payload["reason"] for r in rejected} == {
+        3: "discontinued", 4: "not_backorderable", 5: "backorder_limit", 6: "unknown_sku",
+    }
+    assert all(r.correlation_id == str(order.order_id) for r in reserved + short + rejected)
+
+    stock_a = await inv.stock(a)
+    assert (stock_a["available"], stock_a["reserved"], stock_a["backordered"]) == (0, 2, 1)
+    assert (await inv.stock(b))["backordered"] == 1
+    for sku in (c, d, e):
+        assert (await inv.stock(sku))["backordered"] == 0
+    lines = await line_stock(db, order.order_id)
+    assert [(n, row["reserved"], row["waiting"], row["rejection"]) for n, row in lines.items()] == [
+        (1, 2, 1, None), (2, 0, 1, None), (3, 0, 0, "discontinued"), (4, 0, 0, "not_backorderable"),
+        (5, 0, 0, "backorder_limit"), (6, 0, 0, "unknown_sku"),
+    ]
+
+
+async def test_redelivered_order_has_no_second_effect(inv: InventoryKit) -> None:
+    sku = await inv.sku(stock=5)
+    order = inv.order((sku, 2))
+    first = await inv.publish(order)
+    await inv.publish(order, event_id=first.event_id)  # the same message again
+    await inv.publish(order)  # the same order under another event id
+    await inv.settle()
+    assert len(await inv.on_stock("StockReserved", order_id=order.order_id)) == 1
+    stock = await inv.stock(sku)
+    assert (stock["available"], stock["reserved"]) == (3, 2)
+
+
+async def test_receipt_with_unknown_sku_is_dead_lettered_and_the_partition_keeps_flowing(inv: InventoryKit) -> None:
+    sku = await inv.sku()
+    unknown = inv.new_id("NONE")
+    partition_key = inv.new_id("KEY")  # both receipts on one partition, in this order
+    bad = receipt(inv.new_id("R"), (sku, 1), (unknown, 2))
+    good = receipt(inv.new_id("R"), (sku, 3))
+    await inv.publish(bad, key=partition_key)
+    await inv.publish(good, key=partition_key)
+    await inv.settle()
+
+    settings = inv.stack.settings
+    dead = await read_topic(settings, f"{settings.topic_receipts}.dlq")
+    parked = [m for m in dead if m.key == partition_key and m.headers["dlq.consumer"] == "inventory"]
+    assert [m.envelope().payload["receipt_id"] for m in parked] == [bad.receipt_id]
+    assert f"unknown sku {unknown}" in parked[0].headers["dlq.reason"]
+    assert parked[0].headers["dlq.consumer"] == "inventory"
+    stock = await inv.stock(sku)
+    assert (stock["received"], stock["available"], stock["pending"]) == (3, 3, 0), "only the good receipt counts"
+
+
+async def test_receipt_id_reused_with_other_content_is_dead_lettered(inv: InventoryKit) -> None:
+    sku = await inv.sku()
+    receipt_id = inv.new_id("R")
+    await inv.publish(receipt(receipt_id, (sku, 2)))
+    await inv.settle()
+    await inv.publish(receipt(receipt_id, (sku, 2)))  # the same receipt reported again: no effect
+    await inv.publish(receipt(receipt_id, (sku, 9)))
+    await inv.settle()
+    settings = inv.stack.settings
+    dead = await read_topic(settings, f"{settings.topic_receipts}.dlq")
+    parked = [m for m in dead if m.key == receipt_id and m.headers["dlq.consumer"] == "inventory"]
+    assert [m.envelope().payload["lines"][0]["qty"] for m in parked] == [9]
+    assert "duplicate receipt id with different content" in parked[0].headers["dlq.reason"]
+    assert (await inv.stock(sku))["received"] == 2
+
+
+async def test_twenty_orders_for_the_last_unit_reserve_it_once(inv: InventoryKit, db: Any) -> None:
+    """Two inventory instances share the partitions, so the orders really race for the row."""
+    sku = await inv.sku(stock=1)
+    async with inv.second_instance("inventory"):
+
+        async def both_consume() -> bool:
+            return await inv.stable_members("inventory") == 2
+
+        assert await eventually(both_consume, timeout=60), "the second instance never joined the group"
+        orders = [inv.order((sku, 1)) for _ in range(20)]
+        await asyncio.gather(*(inv.publish(order) for order in orders))
+        await inv.settle()
+    await inv.settle()
+    stock = await inv.stock(sku)
+    assert (stock["available"], stock["reserved"], stock["backordered"]) == (0, 1, 19)
+    reserved = await inv.on_stock("StockReserved", sku=sku)
+    assert sum(r.payload["qty"] for r in reserved) == 1
+    assert len(await inv.on_stock("StockShort", sku=sku)) == 19
+    async with db("inventory") as conn:
+        check = await conn.fetchval(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'stock_available_not_negative'"
+        )
+    assert check == "CHECK ((available >= 0))", "the last line of defence is in place"
+
+
+async def test_cancelled_reservation_serves_the_book_then_the_shelf(inv: InventoryKit, db: Any) -> None:
+    sku = await inv.sku(stock=3)
+    order = inv.order((sku, 5))
+    await inv.publish(order)
+    await inv.settle()
+    assert (await inv.stock(sku))["backordered"] == 2
+    await inv.publish(LineCancelled(order_id=order.order_id, line_no=1, sku=sku, qty_cancelled=5, reason="customer"))
+    await inv.settle()
+    released = await inv.on_stock("StockReleased", sku=sku, reason="cancellation")
+    assert [r.payload["qty"] for r in released] == [3]
+    stock = await inv.stock(sku)
+    assert (stock["available"], stock["reserved"], stock["pending"], stock["backordered"]) == (3, 0, 0, 0)
+    line = (await line_stock(db, order.order_id))[1]
+    assert (line["cancelled"], line["reserved"], line["waiting"]) == (True, 0, 0)
+
+
+async def test_line_cancelled_before_its_order_is_never_reserved(inv: InventoryKit, db: Any) -> None:
+    sku = await inv.sku(stock=2)
+    order = inv.order((sku, 1), (sku, 1))
+    await inv.publish(LineCancelled(order_id=order.order_id, line_no=1, sku=sku, qty_cancelled=1, reason="customer"))
+    await inv.settle()
+    await inv.publish(order)
+    await inv.settle()
+    assert [r.payload["line_no"] for r in await inv.on_stock("StockReserved", order_id=order.order_id)] == [2]
+    assert (await inv.stock(sku))["available"] == 1
+    assert (await line_stock(db, order.order_id))[1]["cancelled"] is True
+
+
+async def test_receipt_cross_docks_to_the_waiting_line_and_the_shipment_moves_it_once(inv: InventoryKit, db: Any) -> None:
+    sku = await inv.sku()
+    order = inv.order((sku, 3), partial=True)
+    await inv.publish(order)
+    await inv.settle()
+    answer = await inv.api.post(
+        "/v1/receipts", json={"receipt_id": inv.new_id("R"), "warehouse": "W1", "lines": [{"sku": sku, "qty": 5}]}
+    )
+    assert answer.status_code == 201, answer.text
+    await inv.settle()
+    stock = await inv.stock(sku)
+    assert (stock["cross_docked"], stock["available"], stock["backordered"], stock["pending"]) == (3, 2, 0, 0)
+    assert (await line_stock(db, order.order_id))[1]["cross_docked"] == 3
+
+    shipment = Shipped(
+        order_id=order.order_id, shipment_id=uuid4(), shipped_at=datetime.now(UTC),
+        lines=(ShipmentLine(line_no=1, sku=sku, qty=3, source="cross_dock"),),
+    )
+    await inv.publish(shipment)
+    await inv.publish(shipment)  # reported twice under two event ids
+    await inv.settle()
+    stock = await inv.stock(sku)
+    assert (stock["cross_docked"], stock["shipped"], stock["received"]) == (0, 3, 5)
+    line = (await line_stock(db, order.order_id))[1]
+    assert (line["cross_docked"], line["shipped"], line["waiting"]) == (0, 3, 0)
+
+
+async def test_allocator_decision_about_a_receipt_not_yet_recorded_waits_for_it(inv: InventoryKit) -> None:
+    """A warehouse publishes to the receipts topic, which the allocator may read before inventory."""
+    sku = await inv.sku()
+    receipt_id = inv.new_id("R")
+    await inv.publish(GoodsPutAway(sku=sku, qty=2, source="receipt", source_id=receipt_id))
+    await inv.settle()
+    assert (await inv.stock(sku))["available"] == 0, "parked until the receipt is recorded"
+    await inv.publish(receipt(receipt_id, (sku, 2)))
+    await inv.settle()  # the allocator's own put-away of the same receipt is the same decision
+    stock = await inv.stock(sku)
+    assert (stock["received"], stock["available"], stock["pending"]) == (2, 2, 0)
