@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from shared.settings import SERVICES, Settings
+from shared.settings import SERVICE_PORTS, SERVICES, Settings
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -28,7 +28,7 @@ def test_every_service_is_wired_to_kafka_and_postgres() -> None:
 def test_published_ports_match_the_default_settings() -> None:
     services = compose()["services"]
     for name in SERVICES:
-        assert services[name]["ports"] == [f"{Settings().port(name)}:8000"]
+        assert services[name]["ports"] == [f"{SERVICE_PORTS[name]}:8000"]
 
 
 def test_prepare_runs_the_devstack_migrate_command_and_databases_exist() -> None:
