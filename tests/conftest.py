@@ -5,7 +5,7 @@ exactly the way `make run` starts them, on test ports."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import asyncpg
@@ -29,7 +29,24 @@ class SessionStack(Devstack):
 
 
 @pytest.fixture(scope="session")
-async def stack() -> AsyncIterator[SessionStack]:
+def containers() -> Iterator[None]:
+    """USE_TESTCONTAINERS=1 (needs a Docker engine): Apache Kafka (KRaft) and PostgreSQL 16 in
+    containers, handed to the stack through the same two variables a user would set."""
+    if os.environ.get("USE_TESTCONTAINERS") != "1":
+        yield
+        return
+    from testcontainers.community.kafka import KafkaContainer
+    from testcontainers.community.postgres import PostgresContainer
+
+    kafka_container = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
+    with PostgresContainer("postgres:16", driver=None) as postgres, kafka_container as kafka:
+        os.environ["DATABASE_URL"] = postgres.get_connection_url()
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = kafka.get_bootstrap_server()
+        yield
+
+
+@pytest.fixture(scope="session")
+async def stack(containers: None) -> AsyncIterator[SessionStack]:
     os.environ.setdefault("DEVSTACK_DIR", str(REPO / ".devstack" / "test"))
     os.environ.setdefault("DEVSTACK_PG_PORT", "55433")
     os.environ.setdefault("DEVSTACK_KAFKA_PORT", "59093")
