@@ -165,34 +165,3 @@ class EventConsumer:
             await asyncio.wait_for(self._consumer.commit({tp: offset}), timeout=10)
         except (KafkaError, TimeoutError) as error:
             log.warning("%s: commit of %s@%d failed (%r); will be redelivered", self.name, tp, offset, error)
-
-
-async def consumer_lag(settings: Settings, group: str, topics: Sequence[str]) -> int:
-    """Messages not yet committed by the group, measured with highwater() after a fetch (the
-    embedded broker's end_offsets is wrong for multi-record batches)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await probe.start()
-    await admin.start()
-    try:
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
-        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-        lag = 0
-        for tp in partitions:
-            probe.assign([tp])
-            probe.seek_to_beginning(tp)
-            high = await _highwater(probe, tp)
-            meta = committed.get(tp)
-            done = meta.offset if meta is not None and meta.offset >= 0 else 0
-            lag += max(high - done, 0)
-        return lag
-    finally:
-        await probe.stop()
-        await admin.close()
-
-
-async def _highwater(probe: AIOKafkaConsumer, tp: TopicPartition) -> int:
-    await probe.getmany(tp, timeout_ms=300, max_records=1)
-    return probe.highwater(tp) or 0

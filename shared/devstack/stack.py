@@ -17,9 +17,10 @@ from typing import IO
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.bus.offsets import HighwaterProbe
 from shared.db import migrate
 from shared.devstack.embedded import EmbeddedBroker, EmbeddedPostgres, ensure_databases, ensure_topics
 from shared.settings import SERVICES, SUBSCRIPTIONS, Settings, asyncpg_dsn
@@ -64,7 +65,7 @@ class Devstack:
     postgres: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
-    _probe: AIOKafkaConsumer | None = None
+    _probe: HighwaterProbe | None = None
 
     @property
     def embedded(self) -> bool:
@@ -188,24 +189,9 @@ class Devstack:
 
     async def _highwaters(self) -> dict[TopicPartition, int]:
         if self._probe is None:
-            self._probe = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False,
-                fetch_max_wait_ms=10, max_partition_fetch_bytes=1024,
-            )
-            await self._probe.start()
-            topics = [self.settings.topic(s) for streams in SUBSCRIPTIONS.values() for s in streams]
-            tps = [TopicPartition(t, p) for t in sorted(set(topics)) for p in sorted(self._probe.partitions_for_topic(t) or ())]
-            self._probe.assign(tps)
-        probe = self._probe
-        tps = list(probe.assignment())
-        for tp in tps:  # fetch near the end: the answer carries the highwater, few records
-            probe.seek(tp, probe.highwater(tp) or 0)
-        await probe.getmany(timeout_ms=100, max_records=len(tps))
-        for _ in range(20):
-            if all(probe.highwater(tp) is not None for tp in tps):
-                break
-            await probe.getmany(timeout_ms=100)
-        return {tp: probe.highwater(tp) or 0 for tp in tps}
+            self._probe = HighwaterProbe(self.settings.kafka_bootstrap_servers)
+        topics = [self.settings.topic(s) for streams in SUBSCRIPTIONS.values() for s in streams]
+        return await self._probe.highwaters(await self._probe.partitions(topics))
 
     async def stop(self, drain: bool = True) -> None:
         """Graceful stop that loses nothing on a memory-only broker: close HTTP intake, let relays
