@@ -213,7 +213,9 @@ class PurchaseOrderLine(BaseModel):
 
 
 class PurchaseOrderChanged(Event):
-    """The full current state of a purchase order; `version` lets consumers drop stale copies."""
+    """The full current state of a purchase order; `version` lets consumers drop stale copies.
+    `receipt_ids` names the receipts already deducted from `qty_open`, so a consumer that saw a
+    receipt before this copy (they travel on different topics) does not count it twice."""
 
     event_type: ClassVar[str] = "PurchaseOrderChanged"
     stream: ClassVar[Stream] = Stream.STOCK
@@ -225,6 +227,7 @@ class PurchaseOrderChanged(Event):
     expected_at: date
     lines: tuple[PurchaseOrderLine, ...]
     change: str
+    receipt_ids: tuple[str, ...] = ()
 
 
 class GoodsPutAway(Event):

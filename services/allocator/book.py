@@ -53,6 +53,30 @@ SELECT_WAITING = text(
     FROM waiting_line WHERE sku = ANY(CAST(:skus AS text[])) AND status = 'waiting'
     """
 )
+# The head of each SKU's queue that an arrival can reach: the book in the policy's order (the same
+# keys as domain.queue_order: vip first for "tier", dated lines by first promised date for
+# "due_date", then order time, order id, line) with a running sum, cut where the units ahead of a
+# line already use up the supply. The domain still decides; it just gets ~supply lines, not the
+# whole book. complete_lines_first may fill any line that fits, so it gets the whole book.
+SELECT_QUEUE_HEADS = text(
+    """
+    SELECT q.sku, q.order_id, q.line_no, q.qty_waiting, q.ordered_at, q.tier, q.first_promised_date
+    FROM unnest(CAST(:skus AS text[]), CAST(:supplies AS int[]), CAST(:policies AS text[])) AS s(sku, supply, policy)
+    CROSS JOIN LATERAL (
+        SELECT w.sku, w.order_id, w.line_no, w.qty_waiting, w.ordered_at, w.tier, w.first_promised_date,
+               sum(w.qty_waiting) OVER (
+                   ORDER BY CASE WHEN s.policy = 'tier' THEN w.tier <> 'vip' END,
+                            CASE WHEN s.policy = 'due_date' THEN w.first_promised_date IS NULL END,
+                            CASE WHEN s.policy = 'due_date' THEN w.first_promised_date END,
+                            w.ordered_at, w.order_id, w.line_no
+                   ROWS UNBOUNDED PRECEDING
+               ) - w.qty_waiting AS units_ahead
+        FROM waiting_line AS w
+        WHERE w.sku = s.sku AND w.status = 'waiting'
+    ) AS q
+    WHERE q.units_ahead < s.supply OR s.policy = 'complete_lines_first'
+    """
+)
 SELECT_INBOUND = text(
     """
     SELECT sku, purchase_order_id, qty_open, expected_at FROM inbound_supply
@@ -150,6 +174,20 @@ async def waiting_lines(session: AsyncSession, skus: Sequence[str]) -> dict[str,
         line = WaitingLine(row.order_id, row.line_no, row.sku, row.qty_waiting, row.ordered_at, row.tier, row.first_promised_date)
         book[row.sku][line] = row.promised_date
     return book
+
+
+async def queue_heads(
+    session: AsyncSession, supply: Mapping[str, int], policies: Mapping[str, PriorityPolicy]
+) -> dict[str, list[WaitingLine]]:
+    """The waiting lines of each SKU that its supply can reach under its policy (one query for all
+    SKUs): allocating from these gives the same result as allocating from the whole book."""
+    skus = sorted(supply)
+    params = {"skus": skus, "supplies": [supply[sku] for sku in skus], "policies": [policies[sku].value for sku in skus]}
+    heads: dict[str, list[WaitingLine]] = defaultdict(list)
+    rows = (await session.execute(SELECT_QUEUE_HEADS, params)).tuples()
+    for sku, order_id, line_no, qty, ordered_at, tier, first_promised in rows:
+        heads[sku].append(WaitingLine(order_id, line_no, sku, qty, ordered_at, tier, first_promised))
+    return heads
 
 
 async def inbound_supply(session: AsyncSession, skus: Sequence[str]) -> dict[str, list[InboundSupply]]:

@@ -178,7 +178,7 @@ async def serve_arrival(uow: UnitOfWork, arrival: Arrival) -> None:
         if applied != dict(arrival.units):
             raise DeadLetter(f"{arrival.source} {arrival.source_id} was already applied as {applied}, now {dict(arrival.units)}")
         return  # the same business fact under another event id: it had its effect
-    lines = await book.waiting_lines(session, sorted(arrival.units))
+    lines = await book.queue_heads(session, arrival.units, policies)
     allocations: list[book.SkuAllocation] = []
     put_away: dict[str, int] = {}
     for sku, qty in arrival.units.items():

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Field, SQLModel
 
 
@@ -75,6 +76,7 @@ class SupplyApplied(SQLModel, table=True):
     qty: int
     put_away: int
     applied_at: datetime = Field(sa_column=_timestamp())
+    purchase_order_id: str | None = None  # the purchase order a receipt was delivered against
 
 
 class InboundSupply(SQLModel, table=True):
@@ -87,6 +89,7 @@ class InboundSupply(SQLModel, table=True):
     expected_at: date
     version: int
     status: str
+    receipt_ids: list[str] = Field(default_factory=list, sa_column=sa.Column(ARRAY(sa.Text), nullable=False))
 
 
 class PriorityPolicyRow(SQLModel, table=True):

@@ -47,7 +47,10 @@ async def load(session: AsyncSession, po_id: str, *, lock: bool = False) -> tupl
     return order, row.create_request
 
 
-def changed_event(order: PurchaseOrder, change: str) -> PurchaseOrderChanged:
+RECEIPTS_OF = text("SELECT receipt_id FROM receipt WHERE purchase_order_id = :id ORDER BY receipt_id")
+
+
+def changed_event(order: PurchaseOrder, change: str, receipt_ids: tuple[str, ...] = ()) -> PurchaseOrderChanged:
     return PurchaseOrderChanged(
         purchase_order_id=order.id,
         version=order.version,
@@ -56,6 +59,7 @@ def changed_event(order: PurchaseOrder, change: str) -> PurchaseOrderChanged:
         expected_at=order.expected_at,
         lines=tuple(OpenLine(sku=line.sku, qty_open=line.qty_open) for line in order.lines),
         change=change,
+        receipt_ids=receipt_ids,
     )
 
 
@@ -90,7 +94,8 @@ async def save(uow: UnitOfWork, order: PurchaseOrder, change: str) -> PurchaseOr
     }
     await uow.session.execute(UPDATE, params)
     await _write_lines(uow, saved)
-    uow.emit(changed_event(saved, change), correlation_id=saved.id)
+    receipt_ids = tuple(row.receipt_id for row in await uow.session.execute(RECEIPTS_OF, {"id": saved.id}))
+    uow.emit(changed_event(saved, change, receipt_ids), correlation_id=saved.id)
     return saved
 
 

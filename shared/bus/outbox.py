@@ -3,7 +3,6 @@ events it emits to the outbox, so both commit or neither does."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ class UnitOfWork:
                 "event_type": envelope.event_type,
                 "topic": topic,
                 "key": key,
-                "envelope": json.dumps(envelope.model_dump(mode="json")),
+                "envelope": envelope.model_dump_json(),  # pydantic-core serializes ~3x faster than json.dumps(model_dump())
             }
             for envelope, topic, key in self.pending
         ]

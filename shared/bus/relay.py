@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import zlib
 from dataclasses import dataclass, field
+from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -22,7 +22,8 @@ from .tables import OUTBOX_CHANNEL
 log = logging.getLogger("bus.relay")
 
 CLAIM_UNSENT = (
-    "SELECT id, event_id, event_type, topic, key, envelope::text FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1"
+    "SELECT id, event_id, event_type, topic, key, envelope::text, envelope->>'correlation_id' AS correlation_id"
+    " FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1"
 )
 MARK_SENT = """
     UPDATE outbox SET sent_at = now(), partition = s.partition, "offset" = s.off, cluster_id = $4
@@ -71,7 +72,9 @@ class OutboxRelay:
         self._wake.set()
 
     async def _lead(self) -> None:
-        conn = await asyncpg.connect(asyncpg_dsn(self.database_url))
+        # Custom plans: a generic plan cached while the outbox was nearly empty (a seq scan and a
+        # sort) would be kept through a burst and make every claim read the whole outbox.
+        conn = await asyncpg.connect(asyncpg_dsn(self.database_url), server_settings={"plan_cache_mode": "force_custom_plan"})
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_id):
                 if self._stopping:
@@ -110,7 +113,7 @@ class OutboxRelay:
                 headers=[
                     ("event_type", row["event_type"].encode()),
                     ("event_id", str(row["event_id"]).encode()),
-                    ("traceparent", _traceparent(row["envelope"]).encode()),
+                    ("traceparent", _traceparent(row["correlation_id"], row["event_id"]).encode()),
                 ],
             )
             for row in rows
@@ -178,9 +181,9 @@ async def partition_ends(settings: Settings, partitions: list[tuple[str, int]]) 
         await consumer.stop()
 
 
-def _traceparent(envelope_json: str) -> str:
-    """W3C traceparent derived from the correlation id, so one chain shares one trace id."""
-    envelope = json.loads(envelope_json)
-    trace_id = hashlib.md5(envelope["correlation_id"].encode(), usedforsecurity=False).hexdigest()
-    span_id = envelope["event_id"].replace("-", "")[:16]
+def _traceparent(correlation_id: str, event_id: UUID) -> str:
+    """W3C traceparent derived from the correlation id, so one chain shares one trace id (the
+    correlation id comes from the claim query: parsing each envelope here cost ~5 µs an event)."""
+    trace_id = hashlib.md5(correlation_id.encode(), usedforsecurity=False).hexdigest()
+    span_id = str(event_id).replace("-", "")[:16]
     return f"00-{trace_id}-{span_id}-01"
