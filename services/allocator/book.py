@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Literal
 from uuid import UUID
 
 from sqlalchemy import text
@@ -77,10 +78,22 @@ SELECT_QUEUE_HEADS = text(
     WHERE q.units_ahead < s.supply OR s.policy = 'complete_lines_first'
     """
 )
+# Open supply as the newest purchase-order copy states it, less the receipts against it that this
+# book has already served but that copy does not name yet (receipts and purchase-order changes
+# travel on different topics, in either order): a received unit is never promised twice.
 SELECT_INBOUND = text(
     """
-    SELECT sku, purchase_order_id, qty_open, expected_at FROM inbound_supply
-    WHERE sku = ANY(CAST(:skus AS text[])) AND status = 'open' AND qty_open > 0
+    SELECT * FROM (
+        SELECT i.sku, i.purchase_order_id, i.expected_at,
+               i.qty_open - coalesce((
+                   SELECT sum(a.qty) FROM supply_applied a
+                   WHERE a.purchase_order_id = i.purchase_order_id AND a.sku = i.sku AND a.source = 'receipt'
+                     AND NOT (a.source_id = ANY(i.receipt_ids))
+               ), 0) AS qty_open
+        FROM inbound_supply i
+        WHERE i.sku = ANY(CAST(:skus AS text[])) AND i.status = 'open' AND i.qty_open > 0
+    ) AS open_supply
+    WHERE qty_open > 0
     """
 )
 # A SKU with no open supply and no dated line has nothing to re-date: every line is undated and stays so.
@@ -131,11 +144,22 @@ INSERT_ALLOCATIONS = text(
 SELECT_SUPPLY_APPLIED = text("SELECT sku, qty FROM supply_applied WHERE source = :source AND source_id = :source_id")
 INSERT_SUPPLY_APPLIED = text(
     """
-    INSERT INTO supply_applied (source, source_id, sku, qty, put_away, applied_at)
-    SELECT :source, :source_id, u.sku, u.qty, u.put_away, :now
+    INSERT INTO supply_applied (source, source_id, sku, qty, put_away, applied_at, purchase_order_id)
+    SELECT :source, :source_id, u.sku, u.qty, u.put_away, :now, :purchase_order_id
     FROM unnest(CAST(:skus AS text[]), CAST(:qtys AS int[]), CAST(:put_aways AS int[])) AS u(sku, qty, put_away)
     """
 )
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """Units arriving for the book: a receipt (may cross-dock) or a release from the shelf (a pick)."""
+
+    source: Literal["receipt", "release"]
+    source_id: str
+    receipt_id: str | None
+    units: Mapping[str, int]
+    purchase_order_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -246,18 +270,17 @@ async def supply_already_applied(session: AsyncSession, source: str, source_id: 
     return {row.sku: row.qty for row in rows}
 
 
-async def record_supply(
-    session: AsyncSession, source: str, source_id: str, units: Mapping[str, int], put_away: Mapping[str, int], now: datetime
-) -> None:
-    skus = sorted(units)
+async def record_supply(session: AsyncSession, arrival: Arrival, put_away: Mapping[str, int], now: datetime) -> None:
+    skus = sorted(arrival.units)
     await session.execute(
         INSERT_SUPPLY_APPLIED,
         {
-            "source": source,
-            "source_id": source_id,
+            "source": arrival.source,
+            "source_id": arrival.source_id,
+            "purchase_order_id": arrival.purchase_order_id,
             "now": now,
             "skus": skus,
-            "qtys": [units[sku] for sku in skus],
+            "qtys": [arrival.units[sku] for sku in skus],
             "put_aways": [put_away.get(sku, 0) for sku in skus],
         },
     )

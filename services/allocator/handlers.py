@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from sqlalchemy import text
 
@@ -56,18 +53,20 @@ INSERT_TOMBSTONE = text(
 LOCK_PURCHASE_ORDER = text("SELECT sku, version FROM inbound_supply WHERE purchase_order_id = :po FOR UPDATE")
 UPSERT_PURCHASE_ORDER = text(
     """
-    INSERT INTO inbound_supply (purchase_order_id, sku, qty_open, expected_at, version, status)
-    SELECT :po, u.sku, u.qty, :expected_at, :version, :status
+    INSERT INTO inbound_supply (purchase_order_id, sku, qty_open, expected_at, version, status, receipt_ids)
+    SELECT :po, u.sku, u.qty, :expected_at, :version, :status, CAST(:receipt_ids AS text[])
     FROM unnest(CAST(:skus AS text[]), CAST(:qtys AS int[])) AS u(sku, qty)
     ON CONFLICT (purchase_order_id, sku) DO UPDATE
-    SET qty_open = excluded.qty_open, expected_at = excluded.expected_at, version = excluded.version, status = excluded.status
+    SET qty_open = excluded.qty_open, expected_at = excluded.expected_at, version = excluded.version,
+        status = excluded.status, receipt_ids = excluded.receipt_ids
     WHERE inbound_supply.version < excluded.version
     """
 )
 # A SKU dropped from the purchase order keeps its row at zero, so the version is not forgotten.
 CLOSE_DROPPED_SKUS = text(
     """
-    UPDATE inbound_supply SET qty_open = 0, expected_at = :expected_at, version = :version, status = :status
+    UPDATE inbound_supply SET qty_open = 0, expected_at = :expected_at, version = :version, status = :status,
+        receipt_ids = CAST(:receipt_ids AS text[])
     WHERE purchase_order_id = :po AND version < :version AND NOT (sku = ANY(CAST(:skus AS text[])))
     """
 )
@@ -122,12 +121,12 @@ async def on_line_cancelled(event: LineCancelled, uow: UnitOfWork) -> None:
 async def on_goods_received(event: GoodsReceived, uow: UnitOfWork) -> None:
     """Received goods serve the book first and go straight to shipping where the order can ship."""
     units = supply_per_sku((line.sku, line.qty) for line in event.lines)
-    await serve_arrival(uow, Arrival("receipt", event.receipt_id, event.receipt_id, units))
+    await serve_arrival(uow, book.Arrival("receipt", event.receipt_id, event.receipt_id, units, event.purchase_order_id))
 
 
 async def on_stock_released(event: StockReleased, uow: UnitOfWork) -> None:
     """Units back on the shelf serve the book first too, as a pick rather than a cross-dock."""
-    await serve_arrival(uow, Arrival("release", str(event.release_id), None, {event.sku: event.qty}))
+    await serve_arrival(uow, book.Arrival("release", str(event.release_id), None, {event.sku: event.qty}))
 
 
 async def on_purchase_order_changed(event: PurchaseOrderChanged, uow: UnitOfWork) -> None:
@@ -146,6 +145,7 @@ async def on_purchase_order_changed(event: PurchaseOrderChanged, uow: UnitOfWork
         "version": event.version,
         "status": event.status,
         "skus": list(units),
+        "receipt_ids": list(event.receipt_ids),
     }
     await uow.session.execute(UPSERT_PURCHASE_ORDER, {**params, "qtys": list(units.values())})
     await uow.session.execute(CLOSE_DROPPED_SKUS, params)
@@ -159,17 +159,7 @@ async def on_order_placed(event: OrderPlaced, uow: UnitOfWork) -> None:
     await uow.session.execute(COUNT_LINES_ORDERED, {"skus": list(lines), "lines": list(lines.values())})
 
 
-@dataclass(frozen=True)
-class Arrival:
-    """Units arriving for the book: a receipt (may cross-dock) or a release from the shelf (a pick)."""
-
-    source: Literal["receipt", "release"]
-    source_id: str
-    receipt_id: str | None
-    units: Mapping[str, int]
-
-
-async def serve_arrival(uow: UnitOfWork, arrival: Arrival) -> None:
+async def serve_arrival(uow: UnitOfWork, arrival: book.Arrival) -> None:
     """Per SKU, in SKU order: lock the book, allocate in priority order, put away the rest, re-date."""
     session = uow.session
     policies = await book.lock_book(session, arrival.units)
@@ -193,7 +183,7 @@ async def serve_arrival(uow: UnitOfWork, arrival: Arrival) -> None:
         cross_docked = {a.key: False for a in domain_allocations}
     now = _now()
     await book.fill_lines(session, allocations, cross_docked, arrival.source, arrival.source_id, now)
-    await book.record_supply(session, arrival.source, arrival.source_id, arrival.units, put_away, now)
+    await book.record_supply(session, arrival, put_away, now)
     for item in allocations:
         allocation = item.allocation
         uow.emit(

@@ -146,6 +146,7 @@ async def test_purchase_orders_give_promised_dates_and_a_slip_redates_exactly_th
     await stack.wait_quiescent()  # booked first: these lines' dates come from the purchase orders
     po1, po2 = f"PO-{uuid4().hex[:8]}", f"PO-{uuid4().hex[:8]}"
     await publish(producer, stack.settings, purchase_order(po1, sku, 4, days=10))
+    await stack.wait_quiescent()  # keyed by purchase order: two POs may arrive in either order
     await publish(producer, stack.settings, purchase_order(po2, sku, 4, days=20))
     await stack.wait_quiescent()
 
@@ -188,6 +189,34 @@ async def test_purchase_orders_give_promised_dates_and_a_slip_redates_exactly_th
             (str(b.order_id), 1, day(25), day(30), "purchase_order_cancelled"),
         ]
     )
+
+
+async def test_a_receipt_seen_before_its_purchase_order_update_is_not_promised_twice(
+    stack: Devstack, producer: AIOKafkaProducer, allocator_api: httpx.AsyncClient
+) -> None:
+    """Receipts and purchase-order changes travel on different topics: whichever comes first, units
+    received against a purchase order are not also counted as still on their way."""
+    sku, po1, po2 = new_sku(), f"PO-{uuid4().hex[:8]}", f"PO-{uuid4().hex[:8]}"
+    lines = [short(sku, 1, minute=m) for m in range(6)]
+    for event in lines:
+        await publish(producer, stack.settings, event)
+    await stack.wait_quiescent()
+    await publish(producer, stack.settings, purchase_order(po1, sku, 4, days=10))
+    await stack.wait_quiescent()
+    await publish(producer, stack.settings, purchase_order(po2, sku, 4, days=20))
+    await stack.wait_quiescent()
+
+    delivered = receipt(f"R-{uuid4().hex[:8]}", (sku, 2)).model_copy(update={"purchase_order_id": po1})
+    await publish(producer, stack.settings, delivered)  # before inventory's copy of PO1 says so
+    await stack.wait_quiescent()
+    assert [i["promised_date"] for i in await book_of(allocator_api, sku)] == [day(10), day(10), day(20), day(20)]
+
+    updated = purchase_order(po1, sku, 2, days=10, version=2).model_copy(update={"receipt_ids": (delivered.receipt_id,)})
+    changes_before = await eta_changes_of(stack, sku)
+    await publish(producer, stack.settings, updated)
+    await stack.wait_quiescent()
+    assert [i["promised_date"] for i in await book_of(allocator_api, sku)] == [day(10), day(10), day(20), day(20)]
+    assert await eta_changes_of(stack, sku) == changes_before  # nobody was told a date twice
 
 
 async def test_goods_received_allocate_in_priority_order_cross_dock_per_order_and_put_the_rest_away(
