@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = 50
     kafka_max_poll_records: int = 500
     kafka_max_request_size: int = 1_048_576
+    consumer_max_events_per_transaction: int = 2000
     handler_retries: int = 4
     handler_retry_backoff_s: float = 0.2
 

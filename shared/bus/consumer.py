@@ -107,18 +107,30 @@ class EventConsumer:
         await self._commit(tp, records[-1].offset + 1)
 
     async def _apply(self, batch: list[Received]) -> None:
-        """All events of the batch in one transaction: one commit instead of one per event."""
-        if not batch:
-            return
+        """The batch's events in as few transactions as possible: one commit instead of one per
+        event, but a transaction ends once it has emitted `consumer_max_events_per_transaction`
+        events, so a burst does not hold one long transaction (it would keep the relay walking
+        rows it already sent, and delay every event of the burst until the end)."""
+        remaining = batch
+        while remaining:
+            remaining = await self._apply_some(remaining)
+        self.processed += len(batch)
+
+    async def _apply_some(self, batch: list[Received]) -> list[Received]:
+        """Apply events until the emission budget is spent; returns those not applied yet."""
+        emitted = 0
         async with unit_of_work(self.sessions, self.name, self.settings) as uow:
-            for received in batch:
+            for index, received in enumerate(batch):
                 fresh = await uow.session.execute(CLAIM_INBOX, {"consumer": self.name, "event_id": received.envelope.event_id})
                 if fresh.first() is None:
                     continue  # redelivered: its effects are already committed
                 uow.cause = received.envelope
                 await self.handlers[received.envelope.event_type](received.event, uow)
+                emitted += len(uow.pending)
                 await uow.flush_events()
-        self.processed += len(batch)
+                if emitted >= self.settings.consumer_max_events_per_transaction:
+                    return batch[index + 1 :]
+        return []
 
     async def _apply_with_retries(self, received: Received) -> None:
         attempt = 0

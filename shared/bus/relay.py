@@ -7,16 +7,18 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import zlib
 from dataclasses import dataclass, field
 from uuid import UUID
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.settings import Settings, asyncpg_dsn
 
+from .offsets import HighwaterProbe
 from .tables import OUTBOX_CHANNEL
 
 log = logging.getLogger("bus.relay")
@@ -49,6 +51,7 @@ class OutboxRelay:
     settings: Settings
     published: int = 0
     is_leader: bool = False
+    cluster_id: str = ""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
 
@@ -81,13 +84,18 @@ class OutboxRelay:
                     return
                 await asyncio.sleep(self.settings.outbox_poll_interval_s)
             self.is_leader = True
+            # Asked afresh on every (re)start of the lead: a restarted broker has a new identity.
+            self.cluster_id = await broker_cluster_id(self.settings)
             # LISTEN is a wake-up hint on this dedicated connection; the poll below is the fallback.
             await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
             await self._heal_lost_broker(conn)
+            next_cleanup = time.monotonic()
             while not self._stopping:
                 while await self._publish_batch(conn):
                     pass
-                await conn.execute(DELETE_EXPIRED, self.settings.outbox_retention_days * 86400)
+                if time.monotonic() >= next_cleanup:  # retention: small batches, once a minute
+                    await conn.execute(DELETE_EXPIRED, self.settings.outbox_retention_days * 86400)
+                    next_cleanup = time.monotonic() + 60
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_interval_s)
@@ -124,33 +132,29 @@ class OutboxRelay:
             [row["id"] for row in rows],
             [m.partition for m in metadata],
             [m.offset for m in metadata],
-            await self._cluster_id(),
+            self.cluster_id,
         )
         self.published += len(rows)
         return len(rows) == self.settings.outbox_batch_size
-
-    async def _cluster_id(self) -> str:
-        if not hasattr(self, "_cached_cluster_id"):
-            self._cached_cluster_id = await broker_cluster_id(self.settings)
-        return self._cached_cluster_id
 
     async def _heal_lost_broker(self, conn: asyncpg.Connection) -> None:
         """The databases are the system of record: a broker that forgot what we sent (a restarted
         in-memory broker, a deleted or truncated topic) gets the retained rows again. The
         consumers' inboxes make the repeats harmless."""
-        cluster_id = await self._cluster_id()
-        requeued = await conn.execute(REQUEUE_OTHER_CLUSTER, cluster_id)
+        requeued = await conn.execute(REQUEUE_OTHER_CLUSTER, self.cluster_id)
         if requeued != "UPDATE 0":
-            log.warning("broker %s is new to %s: republishing retained outbox rows (%s)", cluster_id, self.service, requeued)
-        last_offsets = {(r[0], r[1]): r[2] for r in await conn.fetch(LAST_OFFSETS)}
-        ends = await partition_ends(self.settings, list(last_offsets))
-        for (topic, partition), last_offset in last_offsets.items():
-            end = ends.get((topic, partition))
-            # Tolerance: the embedded broker reports the end of a multi-record batch as its base
-            # offset + 1 (EMBEDDED.md), so only a drop larger than one relay batch means loss.
-            if end is None or end + self.settings.outbox_batch_size <= last_offset:
-                log.warning("topic %s[%s] ends at %s below our offset %s: republishing it", topic, partition, end, last_offset)
-                await conn.execute(REQUEUE_TOPIC, topic)
+            log.warning("broker %s is new to %s: republishing retained outbox rows (%s)", self.cluster_id, self.service, requeued)
+        last_offsets = {TopicPartition(r[0], r[1]): r[2] for r in await conn.fetch(LAST_OFFSETS)}
+        probe = HighwaterProbe(self.settings.kafka_bootstrap_servers)
+        try:
+            existing = set(await probe.partitions({tp.topic for tp in last_offsets}))
+            ends = await probe.highwaters(tp for tp in last_offsets if tp in existing)
+        finally:
+            await probe.stop()
+        lost_topics = {tp.topic for tp, last in last_offsets.items() if ends.get(tp, 0) <= last}
+        for topic in sorted(lost_topics):  # a deleted or truncated topic: its end is behind what we sent
+            log.warning("topic %s lost messages %s published: republishing its retained rows", topic, self.service)
+            await conn.execute(REQUEUE_TOPIC, topic)
 
 
 async def broker_cluster_id(settings: Settings) -> str:
@@ -160,25 +164,6 @@ async def broker_cluster_id(settings: Settings) -> str:
         return str((await admin.describe_cluster()).get("cluster_id") or "")
     finally:
         await admin.close()
-
-
-async def partition_ends(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """End offsets of the given partitions; a partition missing from the answer is gone."""
-    if not partitions:
-        return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
-    try:
-        existing = await consumer.topics()
-        wanted = [
-            TopicPartition(topic, partition)
-            for topic, partition in partitions
-            if topic in existing and partition in (consumer.partitions_for_topic(topic) or set())
-        ]
-        ends = await consumer.end_offsets(wanted) if wanted else {}
-        return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()
 
 
 def _traceparent(correlation_id: str, event_id: UUID) -> str:

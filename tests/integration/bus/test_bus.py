@@ -130,6 +130,30 @@ async def test_relay_republishes_rows_a_lost_broker_forgot(bus: BusFixture) -> N
         await producer.stop()
 
 
+async def test_relay_republishes_a_topic_that_lost_what_it_was_sent(bus: BusFixture) -> None:
+    """Same broker, but the partition ends before an offset we recorded (a deleted or truncated
+    topic on a real cluster): the topic's retained rows are published again."""
+    from shared.bus.relay import broker_cluster_id
+
+    conn = await asyncpg.connect(asyncpg_dsn(bus.database_url))
+    envelope = envelope_for(order_placed())
+    await conn.execute(
+        "INSERT INTO outbox (event_id, event_type, topic, key, envelope, sent_at, partition, \"offset\", cluster_id) "
+        "VALUES ($1, 'OrderPlaced', $2, 'k', $3::jsonb, now(), 0, 1000000, $4)",
+        envelope.event_id, bus.topic, envelope.model_dump_json(), await broker_cluster_id(bus.settings),
+    )
+    await conn.close()
+    producer = await started_producer(bus.settings)
+    relay = OutboxRelay("bustest", bus.database_url, producer, bus.settings)
+    task = asyncio.create_task(relay.run())
+    try:
+        assert await eventually(lambda: _contains(bus, envelope.event_id))
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+        await producer.stop()
+
+
 async def test_second_relay_waits_as_standby(bus: BusFixture) -> None:
     producer = await started_producer(bus.settings)
     first = OutboxRelay("standby-test", bus.database_url, producer, bus.settings)
