@@ -82,6 +82,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             acks="all",
             linger_ms=5,
+            max_batch_size=262_144,  # the relay sends 500-event bursts: fewer, larger produce requests
             max_request_size=settings.kafka_max_request_size,
             client_id=spec.name,
         )
