@@ -7,10 +7,11 @@ that keys it, so that events about one entity stay in order on one partition.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -20,6 +21,27 @@ Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+_id_bytes = b""
+
+
+def new_event_id() -> UUID:
+    """A random (version 4) UUID drawn from a buffer of OS randomness: one system call per 256 ids
+    instead of one per id, which showed up at several percent of a busy allocator's CPU."""
+    global _id_bytes
+    if not _id_bytes:
+        _id_bytes = os.urandom(16 * 256)
+    chunk, _id_bytes = _id_bytes[:16], _id_bytes[16:]
+    return UUID(bytes=chunk, version=4)
+
+
+def _forget_id_bytes() -> None:
+    global _id_bytes
+    _id_bytes = b""
+
+
+os.register_at_fork(after_in_child=_forget_id_bytes)  # a forked child must never reuse the parent's ids
 
 
 class Stream(StrEnum):
@@ -50,7 +72,7 @@ class Envelope(BaseModel):
     """What travels on the wire; `payload` is validated against the registry on demand."""
 
     model_config = ConfigDict(extra="forbid")
-    event_id: UUID = Field(default_factory=uuid4)
+    event_id: UUID = Field(default_factory=new_event_id)
     event_type: str
     schema_version: int = 1
     occurred_at: datetime = Field(default_factory=utc_now)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.events import Envelope, Event
+from shared.events import Envelope, Event, new_event_id, utc_now
 from shared.settings import Settings
 
 INSERT_OUTBOX = text(
@@ -29,7 +29,10 @@ class UnitOfWork:
 
     def emit(self, event: Event, correlation_id: str | None = None) -> Envelope:
         """Queue an event for the outbox; it is written in this transaction, published after it."""
-        envelope = Envelope(
+        # Built without re-validation: every field comes from a validated event or from here.
+        envelope = Envelope.model_construct(
+            event_id=new_event_id(),
+            occurred_at=utc_now(),
             event_type=event.event_type,
             schema_version=event.schema_version,
             correlation_id=correlation_id or (self.cause.correlation_id if self.cause else event.key),
