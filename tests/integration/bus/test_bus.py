@@ -91,6 +91,27 @@ async def test_outbox_publishes_after_commit_and_not_before(bus: BusFixture) -> 
         await engine.dispose()
 
 
+async def test_rows_committed_before_a_crash_are_published_by_the_next_relay(bus: BusFixture) -> None:
+    """The process died after the commit and before the publish: the row is still unsent in the
+    outbox, and whichever relay leads next publishes it."""
+    conn = await asyncpg.connect(asyncpg_dsn(bus.database_url))
+    envelope = envelope_for(order_placed())
+    await conn.execute(
+        "INSERT INTO outbox (event_id, event_type, topic, key, envelope) VALUES ($1, 'OrderPlaced', $2, 'k', $3::jsonb)",
+        envelope.event_id, bus.topic, envelope.model_dump_json(),
+    )
+    await conn.close()
+    producer = await started_producer(bus.settings)
+    relay = OutboxRelay("bustest", bus.database_url, producer, bus.settings)
+    task = asyncio.create_task(relay.run())
+    try:
+        assert await eventually(lambda: _contains(bus, envelope.event_id))
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+        await producer.stop()
+
+
 async def test_rolled_back_transaction_publishes_nothing(bus: BusFixture) -> None:
     engine = create_engine(bus.database_url, 2)
     emitted: list[UUID] = []
