@@ -31,6 +31,17 @@ CLAIM_INBOX = text(
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
+def is_transient(error: BaseException) -> bool:
+    """Connection trouble, a server starting or shutting down, deadlocks and serialization
+    failures pass: retry them without dead-lettering (SQLSTATE classes 08, 40, 53, 57P)."""
+    if isinstance(error, TRANSIENT):
+        return True
+    if isinstance(error, DBAPIError):
+        sqlstate = str(getattr(error.orig, "sqlstate", "") or "")
+        return error.connection_invalidated or sqlstate[:2] in {"08", "40", "53"} or sqlstate.startswith("57P")
+    return False
+
+
 class DeadLetter(Exception):
     """Raised by a handler for an event that can never succeed (e.g. refers to nothing we know)."""
 
@@ -143,7 +154,7 @@ class EventConsumer:
                 return
             except Exception as error:
                 attempt += 1
-                transient = isinstance(error, TRANSIENT) or (isinstance(error, DBAPIError) and error.connection_invalidated)
+                transient = is_transient(error)
                 if self._stopping or (not transient and attempt > self.settings.handler_retries):
                     if self._stopping and transient:
                         raise  # leave it uncommitted: the next owner re-reads it
