@@ -66,6 +66,23 @@ async def published_ids(settings: Settings, topic: str) -> list[UUID]:
     return [m.envelope().event_id for m in await read_topic(settings, topic)]
 
 
+async def published_by_a_new_relay(bus: BusFixture, event_id: UUID) -> bool:
+    """Start a relay as a restarted service would, and report whether it publishes the event."""
+    producer = await started_producer(bus.settings)
+    relay = OutboxRelay("bustest", bus.database_url, producer, bus.settings)
+    task = asyncio.create_task(relay.run())
+    try:
+        return bool(await eventually(lambda: _contains(bus, event_id)))
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+        await producer.stop()
+
+
+async def _contains(bus: BusFixture, event_id: UUID) -> bool:
+    return event_id in await published_ids(bus.settings, bus.topic)
+
+
 async def test_outbox_publishes_after_commit_and_not_before(bus: BusFixture) -> None:
     engine = create_engine(bus.database_url, 2)
     producer = await started_producer(bus.settings)
@@ -101,15 +118,7 @@ async def test_rows_committed_before_a_crash_are_published_by_the_next_relay(bus
         envelope.event_id, bus.topic, envelope.model_dump_json(),
     )
     await conn.close()
-    producer = await started_producer(bus.settings)
-    relay = OutboxRelay("bustest", bus.database_url, producer, bus.settings)
-    task = asyncio.create_task(relay.run())
-    try:
-        assert await eventually(lambda: _contains(bus, envelope.event_id))
-    finally:
-        relay.stop()
-        await asyncio.wait_for(task, 10)
-        await producer.stop()
+    assert await published_by_a_new_relay(bus, envelope.event_id)
 
 
 async def test_rolled_back_transaction_publishes_nothing(bus: BusFixture) -> None:
@@ -126,8 +135,6 @@ async def test_rolled_back_transaction_publishes_nothing(bus: BusFixture) -> Non
     await engine.dispose()
 
 
-async def _contains(bus: BusFixture, event_id: UUID) -> bool:
-    return event_id in await published_ids(bus.settings, bus.topic)
 
 
 async def test_relay_republishes_rows_a_lost_broker_forgot(bus: BusFixture) -> None:
@@ -140,15 +147,7 @@ async def test_relay_republishes_rows_a_lost_broker_forgot(bus: BusFixture) -> N
         envelope.event_id, bus.topic, envelope.model_dump_json(),
     )
     await conn.close()
-    producer = await started_producer(bus.settings)
-    relay = OutboxRelay("bustest", bus.database_url, producer, bus.settings)
-    task = asyncio.create_task(relay.run())
-    try:
-        assert await eventually(lambda: _contains(bus, envelope.event_id))
-    finally:
-        relay.stop()
-        await asyncio.wait_for(task, 10)
-        await producer.stop()
+    assert await published_by_a_new_relay(bus, envelope.event_id)
 
 
 async def test_relay_republishes_a_topic_that_lost_what_it_was_sent(bus: BusFixture) -> None:
@@ -164,15 +163,7 @@ async def test_relay_republishes_a_topic_that_lost_what_it_was_sent(bus: BusFixt
         envelope.event_id, bus.topic, envelope.model_dump_json(), await broker_cluster_id(bus.settings),
     )
     await conn.close()
-    producer = await started_producer(bus.settings)
-    relay = OutboxRelay("bustest", bus.database_url, producer, bus.settings)
-    task = asyncio.create_task(relay.run())
-    try:
-        assert await eventually(lambda: _contains(bus, envelope.event_id))
-    finally:
-        relay.stop()
-        await asyncio.wait_for(task, 10)
-        await producer.stop()
+    assert await published_by_a_new_relay(bus, envelope.event_id)
 
 
 async def test_second_relay_waits_as_standby(bus: BusFixture) -> None:
