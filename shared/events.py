@@ -202,6 +202,10 @@ class StockShort(Event):
     customer_tier: str
     partial_allowed: bool
     order_short_lines: int
+    # The SKU's shortfall counter at this line (inventory numbers them per SKU, 1, 2, ...): a
+    # put-away names the last one the allocator had seen, so inventory can tell which waiting
+    # lines the allocator did not know about when it put the units on the shelf. 0 = not numbered.
+    short_seq: int = Field(default=0, ge=0)
 
 
 class LineRejected(Event):
@@ -260,6 +264,9 @@ class GoodsPutAway(Event):
     qty: Qty
     source: Literal["receipt", "release"]
     source_id: str
+    # The last StockShort.short_seq of this SKU the allocator had booked when it decided: lines
+    # inventory numbered later were not in the book, and get these units first (see inventory).
+    shorts_seen: int = Field(default=0, ge=0)
 
 
 # --- receipts stream (key: receipt id; warehouse systems may publish here directly) ------------

@@ -16,7 +16,10 @@ from aiokafka import AIOKafkaProducer
 from shared.devstack.stack import REPO, Devstack, ServiceProcess
 from shared.settings import SERVICES, Settings
 
-TEST_PORTS = {"orders": 18001, "inventory": 18002, "allocator": 18003, "notifier": 18004}
+# TEST_PORT_BASE moves the service ports, so two test sessions on one machine (each with its own
+# DEVSTACK_DIR, DEVSTACK_PG_PORT and DEVSTACK_KAFKA_PORT) do not collide.
+_BASE = int(os.environ.get("TEST_PORT_BASE", "18000"))
+TEST_PORTS = {"orders": _BASE + 1, "inventory": _BASE + 2, "allocator": _BASE + 3, "notifier": _BASE + 4}
 
 
 class SessionStack(Devstack):

@@ -33,9 +33,11 @@ async def publish(
     event_id: UUID | None = None,
     raw: bytes | None = None,
     topic: str | None = None,
+    producer_name: str = "tests",
 ) -> Envelope | None:
-    """Put an event (or raw bytes, for malformed-message tests) on its topic and wait for the ack."""
-    envelope = envelope_for(event, event_id) if event is not None else None
+    """Put an event (or raw bytes, for malformed-message tests) on its topic and wait for the ack.
+    `producer_name` is the envelope's producer: a service's name to publish as that service."""
+    envelope = envelope_for(event, event_id, producer_name) if event is not None else None
     value = raw if raw is not None else envelope.model_dump_json().encode()  # type: ignore[union-attr]
     target = topic or settings.topic(event.stream)  # type: ignore[union-attr]
     message_key = key or (event.key if event is not None else "raw")

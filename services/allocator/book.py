@@ -191,6 +191,21 @@ async def lock_book(session: AsyncSession, skus: Iterable[str]) -> dict[str, Pri
     return {row.sku: policy_in_force(row.own_policy, row.global_policy) for row in rows}
 
 
+SEE_SHORT = text("UPDATE book_sku SET shorts_seen = greatest(shorts_seen, :seq) WHERE sku = :sku")
+SELECT_SHORTS_SEEN = text("SELECT sku, shorts_seen FROM book_sku WHERE sku = ANY(CAST(:skus AS text[]))")
+
+
+async def see_short(session: AsyncSession, sku: str, short_seq: int) -> None:
+    """Remember the newest shortfall of the SKU the book has taken in (the row is locked)."""
+    await session.execute(SEE_SHORT, {"sku": sku, "seq": short_seq})
+
+
+async def shorts_seen(session: AsyncSession, skus: Iterable[str]) -> dict[str, int]:
+    """What each put-away tells inventory: the newest shortfall the book had taken in."""
+    rows = await session.execute(SELECT_SHORTS_SEEN, {"skus": sorted(set(skus))})
+    return {row.sku: row.shorts_seen for row in rows}
+
+
 async def waiting_lines(session: AsyncSession, skus: Sequence[str]) -> dict[str, dict[WaitingLine, date | None]]:
     """The waiting lines of each SKU (one query for all), with the date each was last promised."""
     book: dict[str, dict[WaitingLine, date | None]] = defaultdict(dict)

@@ -89,6 +89,7 @@ async def on_stock_short(event: StockShort, uow: UnitOfWork) -> None:
         line = f"{event.order_id}/{event.line_no}"
         raise DeadLetter(f"StockShort {line}: line_no >= 1, order_short_lines >= 1 and a tz-aware ordered_at are required")
     policies = await book.lock_book(uow.session, [event.sku])
+    await book.see_short(uow.session, event.sku, event.short_seq)
     booked = await uow.session.execute(
         BOOK_LINE,
         {
@@ -198,9 +199,12 @@ async def serve_arrival(uow: UnitOfWork, arrival: book.Arrival) -> None:
                 cross_dock=cross_docked[allocation.key],
             )
         )
-    for sku, qty in put_away.items():
-        if qty > 0:
-            uow.emit(GoodsPutAway(sku=sku, qty=qty, source=arrival.source, source_id=arrival.source_id))
+    shelved = {sku: qty for sku, qty in put_away.items() if qty > 0}
+    seen = await book.shorts_seen(session, shelved) if shelved else {}
+    for sku, qty in shelved.items():
+        uow.emit(
+            GoodsPutAway(sku=sku, qty=qty, source=arrival.source, source_id=arrival.source_id, shorts_seen=seen.get(sku, 0))
+        )
     await book.redate(uow, policies, EtaReason.QUEUE_MOVED)
 
 

@@ -23,6 +23,7 @@ class BookSku(SQLModel, table=True):
     sku: str = Field(primary_key=True)
     lines_ordered: int = 0
     lines_backordered: int = 0
+    shorts_seen: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 class WaitingLineRow(SQLModel, table=True):

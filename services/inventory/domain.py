@@ -146,6 +146,7 @@ class LineHolding:
     shipped: int = 0
     waiting: int = 0
     cancelled: bool = False
+    short_seq: int = 0  # which of its SKU's shortfalls it waits on (see ledger.number_shortfalls)
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,12 @@ def ship_from_line(line: LineHolding, qty: int, source: Literal["cross_dock", "p
         line, cross_docked=line.cross_docked - from_dock, reserved=line.reserved - from_shelf, shipped=line.shipped + qty
     )
     return Movement(moved, stock)
+
+
+def awaits_allocation(line: LineHolding, qty: int) -> bool:
+    """The line holds too few units to ship `qty`, but it still waits for enough: the allocator's
+    decision is on its way, so the shipment should wait for it rather than fail."""
+    return not line.cancelled and line.reserved + line.cross_docked + line.waiting >= qty
 
 
 class NotEnoughStock(ValueError):

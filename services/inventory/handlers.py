@@ -1,5 +1,6 @@
 """Inventory event handlers: one per consumed event; an event that can never apply is dead-lettered."""
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -8,6 +9,9 @@ from services.inventory.movements import Unapplicable
 from shared.bus.consumer import DeadLetter, Handler
 from shared.bus.outbox import UnitOfWork
 from shared.events import BackorderAllocated, GoodsPutAway, GoodsReceived, LineCancelled, OrderPlaced, Shipped
+
+log = logging.getLogger("inventory")
+ORDERS = "orders"  # the producer name of the orders service (its ServiceSpec)
 
 
 @contextmanager
@@ -30,6 +34,12 @@ async def on_line_cancelled(event: LineCancelled, uow: UnitOfWork) -> None:
 
 
 async def on_shipped(event: Shipped, uow: UnitOfWork) -> None:
+    """Orders owns shipments: it checks a warehouse's Shipped against the requested shipment and
+    announces the confirmed one itself. Only that announcement moves stock, so the two services
+    never disagree about what left the building."""
+    if uow.cause is not None and uow.cause.producer != ORDERS:
+        log.info("Shipped %s from %s: waiting for orders to confirm it", event.shipment_id, uow.cause.producer)
+        return
     with dead_letter_unapplicable():
         await movements.ship(uow, event)
 

@@ -50,13 +50,13 @@ LOAD_POLICIES = text(
     "FROM sku_policy WHERE sku = ANY(CAST(:skus AS text[]))"
 )
 LOCK_LINES = text(
-    "SELECT order_id, line_no, sku, reserved, cross_docked, shipped, waiting, cancelled FROM line_stock "
+    "SELECT order_id, line_no, sku, reserved, cross_docked, shipped, waiting, cancelled, short_seq FROM line_stock "
     "WHERE (order_id, line_no) IN (SELECT * FROM unnest(CAST(:orders AS uuid[]), CAST(:lines AS int[]))) "
     "ORDER BY order_id, line_no FOR UPDATE"
 )
 SAVE_LINE = text(
-    "INSERT INTO line_stock (order_id, line_no, sku, reserved, cross_docked, shipped, waiting, cancelled, rejection) "
-    "VALUES (:order_id, :line_no, :sku, :reserved, :cross_docked, :shipped, :waiting, :cancelled, :rejection) "
+    "INSERT INTO line_stock (order_id, line_no, sku, reserved, cross_docked, shipped, waiting, cancelled, rejection, short_seq) "
+    "VALUES (:order_id, :line_no, :sku, :reserved, :cross_docked, :shipped, :waiting, :cancelled, :rejection, :short_seq) "
     "ON CONFLICT (order_id, line_no) DO UPDATE SET reserved = EXCLUDED.reserved, cross_docked = EXCLUDED.cross_docked, "
     "shipped = EXCLUDED.shipped, waiting = EXCLUDED.waiting, cancelled = EXCLUDED.cancelled, updated_at = now()"
 )
@@ -67,10 +67,20 @@ FIRST_DECISION = text(
 )
 NO_ORDER = UUID(int=0)
 RECEIPT_RECORDED = text("SELECT 1 FROM receipt WHERE receipt_id = :receipt_id")
-PARK = text(
-    "INSERT INTO parked_event (receipt_id, event_type, payload) VALUES (:receipt_id, :event_type, CAST(:payload AS jsonb))"
+PARK = text("INSERT INTO parked_event (awaits, event_type, payload) VALUES (:awaits, :event_type, CAST(:payload AS jsonb))")
+UNPARK = text("DELETE FROM parked_event WHERE awaits = :awaits RETURNING id, event_type, payload")
+NUMBER_SHORTFALLS = text(
+    "UPDATE stock AS s SET short_seq = s.short_seq + d.n FROM unnest(CAST(:skus AS text[]), CAST(:counts AS int[])) "
+    "AS d(sku, n) WHERE s.sku = d.sku RETURNING s.sku, s.short_seq"
 )
-UNPARK = text("DELETE FROM parked_event WHERE receipt_id = :receipt_id RETURNING id, event_type, payload")
+# Waiting lines numbered after the allocator's last seen shortfall and after the last one a
+# put-away already served: the allocator did not know them when it put units on the shelf.
+UNSEEN_SHORTFALLS = text(
+    "SELECT coalesce(sum(l.waiting), 0) AS units, coalesce(max(l.short_seq), 0) AS newest FROM line_stock l "
+    "JOIN stock s ON s.sku = l.sku WHERE l.sku = :sku AND l.waiting > 0 AND NOT l.cancelled "
+    "AND l.short_seq > greatest(:seen, s.shorts_released)"
+)
+MARK_SHORTFALLS_RELEASED = text("UPDATE stock SET shorts_released = greatest(shorts_released, :seq) WHERE sku = :sku")
 
 
 async def lock_stock(session: AsyncSession, skus: Iterable[str]) -> dict[str, Buckets]:
@@ -113,7 +123,7 @@ async def lock_lines(session: AsyncSession, keys: Iterable[LineKey]) -> dict[Lin
     return {
         (row.order_id, row.line_no): LineHolding(
             sku=row.sku, reserved=row.reserved, cross_docked=row.cross_docked, shipped=row.shipped,
-            waiting=row.waiting, cancelled=row.cancelled,
+            waiting=row.waiting, cancelled=row.cancelled, short_seq=row.short_seq,
         )
         for row in rows
     }
@@ -129,7 +139,7 @@ async def save_lines(
         {
             "order_id": key[0], "line_no": key[1], "sku": line.sku, "reserved": line.reserved,
             "cross_docked": line.cross_docked, "shipped": line.shipped, "waiting": line.waiting,
-            "cancelled": line.cancelled, "rejection": rejections.get(key),
+            "cancelled": line.cancelled, "rejection": rejections.get(key), "short_seq": line.short_seq,
         }
         for key, line in lines.items()
     ]
@@ -159,12 +169,40 @@ async def receipt_recorded(session: AsyncSession, receipt_id: str) -> bool:
     return (await session.execute(RECEIPT_RECORDED, {"receipt_id": receipt_id})).first() is not None
 
 
-async def park(session: AsyncSession, receipt_id: str, event: Event) -> None:
+def awaiting_receipt(receipt_id: str) -> str:
+    return f"receipt:{receipt_id}"
+
+
+def awaiting_order(order_id: UUID) -> str:
+    return f"order:{order_id}"
+
+
+async def park(session: AsyncSession, awaits: str, event: Event) -> None:
+    """Keep an event that arrived before what it needs (`awaits`); unpark applies it later."""
     payload = json.dumps(event.model_dump(mode="json"))
-    await session.execute(PARK, {"receipt_id": receipt_id, "event_type": event.event_type, "payload": payload})
+    await session.execute(PARK, {"awaits": awaits, "event_type": event.event_type, "payload": payload})
 
 
-async def unpark(session: AsyncSession, receipt_id: str) -> list[tuple[str, dict[str, object]]]:
-    """Take the events parked for a receipt, in the order they arrived."""
-    rows = (await session.execute(UNPARK, {"receipt_id": receipt_id})).all()
+async def unpark(session: AsyncSession, awaits: str) -> list[tuple[str, dict[str, object]]]:
+    """Take the events parked for this, in the order they arrived."""
+    rows = (await session.execute(UNPARK, {"awaits": awaits})).all()
     return [(row.event_type, row.payload) for row in sorted(rows, key=lambda row: row.id)]
+
+
+async def number_shortfalls(session: AsyncSession, shorts_per_sku: Mapping[str, int]) -> dict[str, int]:
+    """Take the next shortfall numbers of each SKU (rows locked by lock_stock); returns the first
+    number per SKU. Numbers follow the SKU's lock order, which is also its StockShort order."""
+    counts = {sku: n for sku, n in sorted(shorts_per_sku.items()) if n > 0}
+    if not counts:
+        return {}
+    rows = await session.execute(NUMBER_SHORTFALLS, {"skus": list(counts), "counts": list(counts.values())})
+    return {row.sku: row.short_seq - counts[row.sku] + 1 for row in rows}
+
+
+async def take_unseen_shortfalls(session: AsyncSession, sku: str, shorts_seen: int) -> int:
+    """Units waiting on shortfalls the allocator had not booked when it put units away (each
+    shortfall counted once, so a release and its put-away cannot bounce forever)."""
+    row = (await session.execute(UNSEEN_SHORTFALLS, {"sku": sku, "seen": shorts_seen})).one()
+    if row.units:
+        await session.execute(MARK_SHORTFALLS_RELEASED, {"sku": sku, "seq": row.newest})
+    return int(row.units)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Literal
 
 from sqlalchemy import text
@@ -69,7 +69,18 @@ async def reserve_order(uow: UnitOfWork, event: OrderPlaced) -> None:
         return
     decisions = domain.reserve_order(fresh, policies, levels)
     await ledger.apply_deltas(uow.session, domain.reservation_deltas(decisions))
-    holdings = {(event.order_id, d.line_no): LineHolding(d.sku, reserved=d.reserved, waiting=d.short) for d in decisions}
+    next_seq = await ledger.number_shortfalls(uow.session, Counter(d.sku for d in decisions if d.short))
+    short_seq: dict[int, int] = {}
+    for d in decisions:
+        if d.short:
+            short_seq[d.line_no] = next_seq[d.sku]
+            next_seq[d.sku] += 1
+    holdings = {
+        (event.order_id, d.line_no): LineHolding(
+            d.sku, reserved=d.reserved, waiting=d.short, short_seq=short_seq.get(d.line_no, 0)
+        )
+        for d in decisions
+    }
     rejections = {(event.order_id, d.line_no): d.rejection.value for d in decisions if d.rejection}
     await ledger.save_lines(uow.session, holdings, rejections)
     short_lines = sum(1 for d in decisions if d.short)
@@ -82,7 +93,7 @@ async def reserve_order(uow: UnitOfWork, event: OrderPlaced) -> None:
             uow.emit(StockShort(
                 order_id=event.order_id, line_no=d.line_no, sku=d.sku, qty_short=d.short, qty_reserved=d.reserved,
                 ordered_at=event.placed_at, customer_tier=event.customer.tier,
-                partial_allowed=event.partial_allowed, order_short_lines=short_lines,
+                partial_allowed=event.partial_allowed, order_short_lines=short_lines, short_seq=short_seq[d.line_no],
             ))
 
 
@@ -103,14 +114,19 @@ async def cancel_line(uow: UnitOfWork, event: LineCancelled) -> None:
 
 
 async def ship(uow: UnitOfWork, event: Shipped) -> None:
-    """Units leave the building; each (shipment, line) moves its units once."""
+    """Units leave the building; each (shipment, line, source) moves its units once. A shipment of
+    units still on their way to the line (its BackorderAllocated comes on another topic, and may
+    come later) is parked until they arrive, not dead-lettered."""
+    sources = [(line.line_no, line.source) for line in event.lines]
+    if len(set(sources)) != len(sources):
+        raise Unapplicable(f"shipment {event.shipment_id} names a line twice with the same source")
     done = {
-        row.line_no
+        (row.line_no, row.source)
         for row in await uow.session.execute(
-            text("SELECT line_no FROM shipment_line WHERE shipment_id = :id"), {"id": event.shipment_id}
+            text("SELECT line_no, source FROM shipment_line WHERE shipment_id = :id"), {"id": event.shipment_id}
         )
     }
-    todo = [line for line in event.lines if line.line_no not in done]
+    todo = [line for line in event.lines if (line.line_no, line.source) not in done]
     if not todo:
         return
     await ledger.lock_stock(uow.session, (line.sku for line in todo))
@@ -125,6 +141,10 @@ async def ship(uow: UnitOfWork, event: Shipped) -> None:
         try:
             move = domain.ship_from_line(line, shipped.qty, shipped.source)
         except NotHeld as error:
+            if domain.awaits_allocation(line, shipped.qty):
+                log.info("shipment %s waits for units allocated to order %s", event.shipment_id, event.order_id)
+                await ledger.park(uow.session, ledger.awaiting_order(event.order_id), event)
+                return
             raise Unapplicable(f"order {event.order_id} line {shipped.line_no}: {error}") from error
         moved[key] = move.line
         deltas[shipped.sku] += move.stock
@@ -157,7 +177,7 @@ async def _pending_units(uow: UnitOfWork, event: BackorderAllocated | GoodsPutAw
         raise UnknownSku(event.sku)
     if event.source == "receipt" and not await ledger.receipt_recorded(uow.session, event.source_id):
         # The allocator read a receipt from the topic before we did: apply this when we do.
-        await ledger.park(uow.session, event.source_id, event)
+        await ledger.park(uow.session, ledger.awaiting_receipt(event.source_id), event)
         return False
     if not await ledger.first_decision(uow.session, event.source_id, event.sku, line, event.qty):
         log.info("%s of %s from %s already applied", event.event_type, event.sku, event.source_id)
@@ -181,12 +201,19 @@ async def allocate_backorder(uow: UnitOfWork, event: BackorderAllocated) -> None
     await ledger.apply_deltas(uow.session, {event.sku: move.stock})
     await ledger.save_lines(uow.session, {key: move.line})
     await ledger.release(uow, event.sku, move.released, "cancellation" if line.cancelled else "unclaimed")
+    for _, payload in await ledger.unpark(uow.session, ledger.awaiting_order(event.order_id)):
+        await ship(uow, Shipped.model_validate(payload))  # parks itself again if units are still missing
 
 
 async def put_away(uow: UnitOfWork, event: GoodsPutAway) -> None:
-    """What nobody waits for goes on the shelf, available to new orders."""
-    if await _pending_units(uow, event, None):
-        await ledger.apply_deltas(uow.session, {event.sku: domain.put_away_delta(event.qty)})
+    """What nobody waits for goes on the shelf, available to new orders. Units the allocator put
+    away while a shortfall it had not booked yet was on its way (StockShort and the receipt travel
+    on different topics) go back to it first, as a release: backordered customers come first."""
+    if not await _pending_units(uow, event, None):
+        return
+    to_book = min(event.qty, await ledger.take_unseen_shortfalls(uow.session, event.sku, event.shorts_seen))
+    await ledger.apply_deltas(uow.session, {event.sku: domain.put_away_delta(event.qty - to_book)})
+    await ledger.release(uow, event.sku, to_book, "backordered meanwhile")
 
 
 # --- receipts and counts ------------------------------------------------------------------------
@@ -222,8 +249,13 @@ async def receive_goods(
         if sku not in policies:
             raise UnknownSku(sku, field=f"lines.{index}.sku")
     po_id = receipt.purchase_order_id
-    if po_id is not None and await purchasing.load(uow.session, po_id) is None:
-        raise UnknownPurchaseOrder(po_id)
+    against_po = po_id is not None and await purchasing.load(uow.session, po_id) is not None
+    if po_id is not None and not against_po:
+        if via == "http":
+            raise UnknownPurchaseOrder(po_id)
+        # On the topic the allocator has read this receipt too and serves the book with it: the
+        # goods are in the building, so count them; only the purchase order goes unmatched.
+        log.warning("receipt %s names unknown purchase order %s: units counted, none served", receipt.receipt_id, po_id)
     params = {
         "id": receipt.receipt_id, "warehouse": receipt.warehouse, "po": po_id,
         "lines": json.dumps(pairs), "received_at": receipt.received_at, "via": via,
@@ -234,9 +266,9 @@ async def receive_goods(
     per_sku = domain.received_per_sku(pairs)
     await ledger.lock_stock(uow.session, per_sku)
     await ledger.apply_deltas(uow.session, {sku: domain.receipt_delta(qty) for sku, qty in per_sku.items()})
-    if po_id is not None:
+    if po_id is not None and against_po:
         await purchasing.receive(uow, po_id, per_sku)
-    for event_type, payload in await ledger.unpark(uow.session, receipt.receipt_id):
+    for event_type, payload in await ledger.unpark(uow.session, ledger.awaiting_receipt(receipt.receipt_id)):
         if event_type == BackorderAllocated.event_type:
             await allocate_backorder(uow, BackorderAllocated.model_validate(payload))
         else:

@@ -52,6 +52,8 @@ class StockRow(SQLModel, table=True):
     counted_in: int = _units()
     counted_out: int = _units()
     backordered: int = _units()
+    short_seq: int = _units()  # shortfalls numbered so far (StockShort.short_seq)
+    shorts_released: int = _units()  # the newest shortfall a put-away already gave units to
     updated_at: datetime = _timestamp()
 
 
@@ -72,6 +74,7 @@ class LineStockRow(SQLModel, table=True):
     waiting: int = _units()
     cancelled: bool = False
     rejection: str | None = None
+    short_seq: int = _units()  # which of its SKU's shortfalls this line waits on (0: none)
     updated_at: datetime = _timestamp()
 
 
@@ -131,15 +134,16 @@ class StockAdjustmentRow(SQLModel, table=True):
 
 
 class ShipmentLineRow(SQLModel, table=True):
-    """Shipped lines already applied: a shipment reported twice moves its units once."""
+    """Shipped lines already applied: a shipment reported twice moves its units once. A line may
+    leave from the shelf (pick) and the receiving dock (cross_dock) in the same shipment."""
 
     __tablename__ = "shipment_line"
     shipment_id: UUID = Field(primary_key=True)
     line_no: int = Field(primary_key=True)
+    source: str = Field(primary_key=True)
     order_id: UUID
     sku: str
     qty: int
-    source: str
     created_at: datetime = _timestamp()
 
 
@@ -158,13 +162,13 @@ class AppliedDecisionRow(SQLModel, table=True):
 
 
 class ParkedEventRow(SQLModel, table=True):
-    """An allocator decision about a receipt inventory has not recorded yet (the warehouse
-    published it to the receipts topic, which both services read at their own pace). It is
-    applied when the receipt is recorded."""
+    """An event that arrived before what it depends on, read from another topic at another pace:
+    an allocator decision about a receipt not recorded yet (`receipt:<id>`), or a shipment of units
+    still on their way to the line (`order:<id>`). It is applied when that thing happens."""
 
     __tablename__ = "parked_event"
     id: int | None = Field(default=None, primary_key=True)
-    receipt_id: str = Field(index=True)
+    awaits: str = Field(index=True)
     event_type: str
     payload: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
     parked_at: datetime = _timestamp()

@@ -3,6 +3,7 @@ step every change ends with: ask the warehouse for whatever became ready to ship
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,12 +20,13 @@ from services.orders.domain import (
     cancellable,
     ready_to_ship,
     request_shipment,
+    same_shipment,
     ship,
     withdraw_lines,
 )
 from services.orders.schemas import LineRead, OrderCreate, OrderRead
 from shared.bus.outbox import UnitOfWork
-from shared.events import LineCancelled, OrderedLine, OrderPlaced, ShipmentRequested, Shipped
+from shared.events import LineCancelled, OrderedLine, OrderPlaced, ShipmentLine, ShipmentRequested, Shipped
 
 INSERT_ORDER = text(
     "INSERT INTO orders (id, external_id, channel, idempotency_key, request_hash, customer_id, customer_email, "
@@ -131,9 +133,17 @@ async def _withdraw_from_shipments(uow: UnitOfWork, order_id: UUID, line_nos: se
             await store.set_shipment_lines(uow.session, shipment_id, kept)
 
 
-async def confirm_shipment(uow: UnitOfWork, order_id: UUID, shipment_id: UUID, shipped_at: datetime, announce: bool) -> bool:
+async def confirm_shipment(
+    uow: UnitOfWork,
+    order_id: UUID,
+    shipment_id: UUID,
+    shipped_at: datetime,
+    announce: bool,
+    reported: Sequence[ShipmentLine] | None = None,
+) -> bool:
     """The warehouse sent a requested shipment in full. Returns True when it was already confirmed
-    (a replay). `announce` emits Shipped; a Shipped event from the warehouse is not echoed."""
+    (a replay). `announce` emits Shipped with the requested lines, the one inventory moves stock
+    by. Lines a warehouse `reported` must be exactly those requested (in any order)."""
     before = await _lock(uow, order_id)
     found = await store.lock_shipment(uow.session, order_id, shipment_id)
     if found is None:
@@ -143,11 +153,17 @@ async def confirm_shipment(uow: UnitOfWork, order_id: UUID, shipment_id: UUID, s
         return True
     if status == "cancelled":
         raise Conflict(f"shipment {shipment_id} was withdrawn: every line on it was cancelled")
+    if reported is not None and not same_shipment(reported, lines):
+        raise Conflict(f"shipment {shipment_id} was requested as {_describe(lines)}, reported shipped as {_describe(reported)}")
     await store.mark_shipped(uow.session, shipment_id, shipped_at)
     await store.save_lines(uow.session, before, ship(before, lines))
     if announce:
         uow.emit(Shipped(order_id=order_id, shipment_id=shipment_id, lines=lines, shipped_at=shipped_at))
     return False
+
+
+def _describe(lines: Sequence[ShipmentLine]) -> str:
+    return ", ".join(f"line {line.line_no} {line.qty} {line.sku} ({line.source})" for line in lines) or "nothing"
 
 
 async def save_and_ship(uow: UnitOfWork, before: Order, after: Order) -> None:

@@ -7,6 +7,7 @@ save, and a redelivered or out-of-order event is judged here, not in SQL.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date
@@ -232,6 +233,12 @@ def request_shipment(order: Order, shipment: Iterable[ShipmentLine]) -> Order:
 def withdraw_lines(shipment: Iterable[ShipmentLine], line_nos: set[int]) -> tuple[ShipmentLine, ...]:
     """A requested shipment keeps only lines that were not cancelled since it was requested."""
     return tuple(item for item in shipment if item.line_no not in line_nos)
+
+
+def same_shipment(reported: Iterable[ShipmentLine], requested: Iterable[ShipmentLine]) -> bool:
+    """A shipment is confirmed only as it was requested: the same units of the same lines from the
+    same places, whatever the order of its lines."""
+    return Counter(reported) == Counter(requested)
 
 
 def ship(order: Order, shipment: Iterable[ShipmentLine]) -> Order:

@@ -78,10 +78,14 @@ async def on_eta_changed(event: EtaChanged, uow: UnitOfWork) -> None:
 
 
 async def on_shipped(event: Shipped, uow: UnitOfWork) -> None:
-    """A warehouse may report a shipment here instead of over HTTP; our own Shipped comes back too
-    and finds the shipment already confirmed."""
+    """A warehouse may report a shipment here instead of over HTTP: it must be the shipment as
+    requested, and orders then announces its own Shipped, the one inventory moves stock by (so both
+    agree on what left). Our own Shipped comes back too and finds the shipment already confirmed."""
+    ours = uow.cause is not None and uow.cause.producer == uow.producer
     try:
-        await confirm_shipment(uow, event.order_id, event.shipment_id, event.shipped_at, announce=False)
+        await confirm_shipment(
+            uow, event.order_id, event.shipment_id, event.shipped_at, announce=not ours, reported=None if ours else event.lines
+        )
     except UnknownOrder:
         log.info("ignoring Shipped for order %s, which was not placed here", event.order_id)
     except (NotFound, Conflict) as error:

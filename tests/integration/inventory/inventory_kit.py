@@ -66,8 +66,8 @@ class InventoryKit:
     async def settle(self) -> None:
         await self.stack.wait_quiescent()
 
-    async def publish(self, event: Event, *, event_id: UUID | None = None, key: str | None = None) -> Envelope:
-        envelope = await publish(self.producer, self.stack.settings, event, event_id=event_id, key=key)
+    async def publish(self, event: Event, *, event_id: UUID | None = None, key: str | None = None, by: str = "tests") -> Envelope:
+        envelope = await publish(self.producer, self.stack.settings, event, event_id=event_id, key=key, producer_name=by)
         assert envelope is not None
         return envelope
 

@@ -12,6 +12,9 @@ from uuid import uuid4
 from integration.inventory.inventory_kit import InventoryKit, inv_fixture  # noqa: F401 (the inv fixture)
 from support import eventually, read_topic
 
+from services.inventory import movements
+from shared.bus.outbox import unit_of_work
+from shared.db import create_engine, session_factory
 from shared.events import GoodsPutAway, GoodsReceived, LineCancelled, ReceivedLine, ShipmentLine, Shipped
 
 
@@ -183,8 +186,8 @@ async def test_receipt_cross_docks_to_the_waiting_line_and_the_shipment_moves_it
         order_id=order.order_id, shipment_id=uuid4(), shipped_at=datetime.now(UTC),
         lines=(ShipmentLine(line_no=1, sku=sku, qty=3, source="cross_dock"),),
     )
-    await inv.publish(shipment)
-    await inv.publish(shipment)  # reported twice under two event ids
+    await inv.publish(shipment, by="orders")
+    await inv.publish(shipment, by="orders")  # announced twice under two event ids
     await inv.settle()
     stock = await inv.stock(sku)
     assert (stock["cross_docked"], stock["shipped"], stock["received"]) == (0, 3, 5)
@@ -203,3 +206,127 @@ async def test_allocator_decision_about_a_receipt_not_yet_recorded_waits_for_it(
     await inv.settle()  # the allocator's own put-away of the same receipt is the same decision
     stock = await inv.stock(sku)
     assert (stock["received"], stock["available"], stock["pending"]) == (2, 2, 0)
+
+
+def shipped(order_id: object, *lines: tuple[int, str, int, str]) -> Shipped:
+    return Shipped(
+        order_id=order_id, shipment_id=uuid4(), shipped_at=datetime.now(UTC),
+        lines=tuple(ShipmentLine(line_no=n, sku=sku, qty=qty, source=source) for n, sku, qty, source in lines),
+    )
+
+
+async def test_a_line_ships_picked_and_cross_docked_units_in_one_shipment(inv: InventoryKit, db: Any) -> None:
+    sku = await inv.sku(stock=1)
+    order = inv.order((sku, 3), partial=True)
+    await inv.publish(order)  # 1 reserved from the shelf, 2 waiting
+    await inv.settle()
+    receipt_id = inv.new_id("R")
+    await inv.publish(receipt(receipt_id, (sku, 2)))  # the allocator cross-docks 2 to the line
+    await inv.settle()
+    line = (await line_stock(db, order.order_id))[1]
+    assert (line["reserved"], line["cross_docked"], line["waiting"]) == (1, 2, 0)
+
+    shipment = shipped(order.order_id, (1, sku, 1, "pick"), (1, sku, 2, "cross_dock"))
+    await inv.publish(shipment, by="orders")
+    await inv.publish(shipment, by="orders")
+    await inv.settle()
+    stock = await inv.stock(sku)
+    assert (stock["reserved"], stock["cross_docked"], stock["shipped"]) == (0, 0, 3)
+    line = (await line_stock(db, order.order_id))[1]
+    assert (line["reserved"], line["cross_docked"], line["shipped"]) == (0, 0, 3)
+
+
+async def test_a_shipment_that_overtakes_its_allocation_waits_for_it(inv: InventoryKit, db: Any) -> None:
+    """Shipped (orders topic) can be read before the BackorderAllocated (allocations topic) that
+    put the units on the line: it is held, not dead-lettered, and applied when they arrive."""
+    sku = await inv.sku()
+    order = inv.order((sku, 2), partial=True)
+    await inv.publish(order)
+    await inv.settle()
+    await inv.publish(shipped(order.order_id, (1, sku, 2, "cross_dock")), by="orders")
+    await inv.settle()
+    assert (await inv.stock(sku))["shipped"] == 0, "held until the units are allocated"
+    async with db("inventory") as conn:
+        assert await conn.fetchval("SELECT count(*) FROM parked_event WHERE awaits = $1", f"order:{order.order_id}") == 1
+
+    await inv.publish(receipt(inv.new_id("R"), (sku, 2)))
+    await inv.settle()
+    stock = await inv.stock(sku)
+    assert (stock["cross_docked"], stock["shipped"], stock["backordered"]) == (0, 2, 0)
+    async with db("inventory") as conn:
+        assert await conn.fetchval("SELECT count(*) FROM parked_event WHERE awaits = $1", f"order:{order.order_id}") == 0
+
+
+async def test_a_shipment_of_units_the_line_will_never_hold_is_dead_lettered(inv: InventoryKit) -> None:
+    sku = await inv.sku()
+    order = inv.order((sku, 2), partial=True)
+    await inv.publish(order)
+    await inv.settle()
+    await inv.publish(shipped(order.order_id, (1, sku, 5, "pick")), by="orders")
+    await inv.settle()
+
+    async def dead_lettered() -> bool:
+        return any(m.envelope().payload.get("order_id") == str(order.order_id)
+                   for m in await read_topic(inv.stack.settings, inv.stack.settings.topic_orders + ".dlq"))
+
+    assert await eventually(dead_lettered)
+
+
+async def test_a_shipped_event_from_the_warehouse_moves_stock_only_once_orders_confirms_it(inv: InventoryKit) -> None:
+    """Orders owns shipments: inventory moves stock by orders' own Shipped, never the warehouse's."""
+    sku = await inv.sku(stock=2)
+    order = inv.order((sku, 2), partial=True)
+    await inv.publish(order)
+    await inv.settle()
+    await inv.publish(shipped(order.order_id, (1, sku, 2, "pick")))  # not from orders, which never saw the order
+    await inv.settle()
+    assert (await inv.stock(sku))["reserved"] == 2
+
+
+async def test_a_topic_receipt_for_an_unknown_purchase_order_is_still_counted(inv: InventoryKit) -> None:
+    """The allocator serves every receipt it reads; the goods are in the building, so inventory counts them too."""
+    sku = await inv.sku()
+    order = inv.order((sku, 1), partial=True)
+    await inv.publish(order)
+    await inv.settle()
+    unmatched = receipt(inv.new_id("R"), (sku, 3)).model_copy(update={"purchase_order_id": inv.new_id("NO-PO")})
+    await inv.publish(unmatched)
+    await inv.settle()
+    stock = await inv.stock(sku)
+    assert (stock["received"], stock["cross_docked"], stock["available"], stock["pending"]) == (3, 1, 2, 0)
+
+
+async def test_units_put_away_while_a_shortfall_was_on_its_way_serve_that_line_first(inv: InventoryKit, db: Any) -> None:
+    """The race of receipts and shortfalls on two topics: the allocator put a receipt away before
+    it had booked a line inventory had just reported short. Inventory gives those units to the
+    book (StockReleased), not to the shelf, and only once per shortfall (no ping-pong).
+
+    The allocator's stale decision is played in-process on inventory's real database (the
+    timing cannot be forced through the live allocator); what follows runs through the stack."""
+    sku = await inv.sku()
+    order = inv.order((sku, 2), partial=True)
+    await inv.publish(order)
+    await inv.settle()
+    [short] = await inv.on_stock("StockShort", order_id=order.order_id)
+    assert short.payload["short_seq"] == 1
+
+    engine = create_engine(inv.stack.settings.service_database_url("inventory"), 1)
+    sessions = session_factory(engine)
+    try:
+        for qty in (3, 4):
+            receipt_id = inv.new_id("R")
+            async with unit_of_work(sessions, "tests", inv.stack.settings) as uow:
+                await movements.receive_goods(uow, receipt(receipt_id, (sku, qty)), via="http")
+            stale = GoodsPutAway(sku=sku, qty=qty, source="receipt", source_id=receipt_id, shorts_seen=0)
+            async with unit_of_work(sessions, "tests", inv.stack.settings) as uow:
+                await movements.put_away(uow, stale)
+            await inv.settle()
+    finally:
+        await engine.dispose()
+
+    [released] = await inv.on_stock("StockReleased", sku=sku)
+    assert (released.payload["qty"], released.payload["reason"]) == (2, "backordered meanwhile")
+    line = (await line_stock(db, order.order_id))[1]
+    assert (line["reserved"], line["waiting"]) == (2, 0), "the waiting line was served from the released units"
+    stock = await inv.stock(sku)
+    assert (stock["received"], stock["reserved"], stock["available"], stock["pending"]) == (7, 2, 5, 0)

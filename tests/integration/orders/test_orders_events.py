@@ -136,7 +136,23 @@ async def test_warehouse_shipped_event_confirms_a_shipment_once(kit: OrdersKit) 
     await kit.settle()
     assert quantities(await kit.line(order["id"], 1)) == ("shipped", 0, 0, 3, 3, 0)
     assert [s["status"] for s in await kit.shipments(order["id"])] == ["shipped"]
-    assert len(await kit.emitted("Shipped", order_id=order["id"])) == 2  # the warehouse's two; orders echoes none
+    emitted = await kit.emitted("Shipped", order_id=order["id"])
+    assert len(emitted) == 3  # the warehouse's two, and orders' own announcement once, the one inventory applies
+    assert [e.payload["lines"] for e in emitted if e.producer == "orders"] == [shipment["lines"]]
+
+
+async def test_warehouse_shipped_event_with_other_lines_than_requested_is_dead_lettered(kit: OrdersKit) -> None:
+    order = await kit.backordered((await kit.sku(), 3), partial=True)
+    await kit.publish(allocated(order, 1, 3, cross_dock=True))
+    await kit.settle()
+    [shipment] = await kit.shipments(order["id"])
+    wrong = (ShipmentLine(line_no=1, sku=shipment["lines"][0]["sku"], qty=2, source="cross_dock"),)
+    await kit.publish(Shipped(order_id=order["id"], shipment_id=shipment["id"], lines=wrong, shipped_at=datetime.now(UTC)))
+    await kit.settle()
+    assert [s["status"] for s in await kit.shipments(order["id"])] == ["requested"]
+    dead = await read_topic(kit.stack.settings, f"{kit.stack.settings.topic_orders}.dlq")
+    reasons = [m.headers.get("dlq.reason", "") for m in dead if str(shipment["id"]) in m.value.decode(errors="replace")]
+    assert reasons and "reported shipped as line 1 2" in reasons[0]
 
 
 async def test_partial_order_ships_what_is_ready_as_it_arrives(kit: OrdersKit) -> None:
