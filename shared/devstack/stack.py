@@ -60,8 +60,8 @@ class Devstack:
     settings: Settings
     root: Path = field(default_factory=lambda: Path(os.environ.get("DEVSTACK_DIR", REPO / ".devstack")))
     log_to_files: bool = False
-    pg_port: int = field(default_factory=lambda: int(os.environ.get("DEVSTACK_PG_PORT", "55432")))
-    kafka_port: int = field(default_factory=lambda: int(os.environ.get("DEVSTACK_KAFKA_PORT", "59092")))
+    pg_port: int = field(default_factory=lambda: int(os.environ.get("DEVSTACK_PG_PORT", "25432")))
+    kafka_port: int = field(default_factory=lambda: int(os.environ.get("DEVSTACK_KAFKA_PORT", "29092")))
     postgres: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)

@@ -18,7 +18,7 @@ PORTS = {"orders_port": 18201, "inventory_port": 18202, "allocator_port": 18203,
 
 def restart_stack() -> Devstack:
     root = REPO / ".devstack" / "restart-test"
-    return Devstack(Settings(**PORTS), root=root, log_to_files=True, pg_port=55434, kafka_port=59094)
+    return Devstack(Settings(**PORTS), root=root, log_to_files=True, pg_port=25434, kafka_port=29094)
 
 
 @pytest.fixture

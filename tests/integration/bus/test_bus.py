@@ -4,6 +4,7 @@ dead letters that do not block a partition, and republishing to a broker that lo
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -11,7 +12,8 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from support import envelope_for, eventually, publish, read_topic
 
@@ -258,3 +260,206 @@ async def test_stack_reports_quiescence_after_events_flow(stack, producer: AIOKa
     await stack.wait_quiescent(timeout=30)
     assert await stack.consumer_lag() == 0
     assert await stack.unsent_outbox_rows() == 0
+
+
+async def private_topic(bus: BusFixture, name: str, **settings: object) -> Settings:
+    """Settings whose orders topic (and its .dlq twin) only this test uses: a fresh consumer group
+    then reads no earlier test's poison messages."""
+    topic = f"bustest-{name}-{uuid4().hex[:8]}"
+    await ensure_topics(bus.settings.kafka_bootstrap_servers, [topic, f"{topic}.dlq"], partitions=1)
+    return bus.settings.model_copy(update={"topic_orders": topic, **settings})
+
+
+async def applied(bus: BusFixture, order_id: UUID) -> int:
+    conn = await asyncpg.connect(asyncpg_dsn(bus.database_url))
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM effects WHERE order_id = $1", order_id))
+    finally:
+        await conn.close()
+
+
+async def committed_offset(settings: Settings, group: str, topic: str) -> int:
+    """The group's committed offset on partition 0 (-1: none)."""
+    tp = TopicPartition(topic, 0)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
+        return offsets[tp].offset if tp in offsets else -1
+    finally:
+        await admin.close()
+
+
+def logged(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno == level and text in r.getMessage()]
+
+
+async def test_a_crashed_consumer_is_restarted_and_consumes_again(
+    bus: BusFixture, producer: AIOKafkaProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Kafka client is closed under the running loop (as a fatal client error would leave it):
+    the supervisor logs the crash, reports the consumer down, restarts it, and it consumes again."""
+    # The crashed member never leaves (the broker numbers a group's first generation 0, and
+    # aiokafka sends LeaveGroup only for later ones): a short session evicts it sooner.
+    settings = await private_topic(bus, "crash", kafka_session_timeout_ms=3000, kafka_heartbeat_interval_ms=500)
+    engine = create_engine(bus.database_url, 2)
+    dlq_producer = await started_producer(settings)
+    effects = Effects()
+    consumer = EventConsumer(f"bustest-{uuid4().hex[:6]}", [settings.topic_orders], {"OrderPlaced": effects.record},
+                             session_factory(engine), dlq_producer, settings)
+    task = asyncio.create_task(consumer.supervise())
+    try:
+        assert await eventually(lambda: _consuming(consumer)), "the consumer never joined its group"
+        kafka = consumer._consumer
+        assert kafka is not None
+        await kafka.stop()
+        assert await eventually(lambda: _down(consumer)), "a crashed consumer still reported healthy"
+        crashes = await eventually(lambda: _logged_async(caplog, logging.ERROR, "consumer crashed"))
+        assert crashes and crashes[0].exc_info is not None, "the crash was not logged with its exception"
+        assert consumer.restarts == 1 and not task.done()
+
+        event = order_placed()
+        await publish(producer, settings, event)
+        assert await eventually(lambda: applied(bus, event.order_id), timeout=30), "nothing consumed after the restart"
+        assert consumer.healthy and consumer.restarts == 1
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 15)
+        await dlq_producer.stop()
+        await engine.dispose()
+
+
+async def test_a_consumer_that_cannot_start_retries_and_stops_promptly(bus: BusFixture) -> None:
+    """No broker at all: every start fails, each failure is a restart with backoff, readiness says
+    down, and stop() ends the supervisor during its backoff instead of after it."""
+    settings = bus.settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
+    engine = create_engine(bus.database_url, 1)
+    dlq_producer = await started_producer(bus.settings)
+    consumer = EventConsumer("bustest-nobroker", ["nowhere"], {}, session_factory(engine), dlq_producer, settings)
+    consumer.restart_backoff_s = 60.0  # only stop() can end the backoff within the wait below
+    task = asyncio.create_task(consumer.supervise())
+    try:
+        assert await eventually(lambda: _restarted(consumer))
+        assert consumer.down and not consumer.healthy
+        consumer.stop()
+        await asyncio.wait_for(task, 15)
+        assert consumer.restarts == 1
+    finally:
+        consumer.stop()
+        if not task.done():
+            task.cancel()
+        await dlq_producer.stop()
+        await engine.dispose()
+
+
+async def test_a_failed_dead_letter_send_commits_nothing_past_the_message(
+    bus: BusFixture, producer: AIOKafkaProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dead-letter producer is closed, so parking an unparseable message fails: the offset of
+    that message is never committed and the event after it waits; once a working producer is
+    back, the message is dead-lettered and the partition moves on."""
+    settings = await private_topic(bus, "dlqfail", handler_retry_backoff_s=0.05)
+    engine = create_engine(bus.database_url, 2)
+    closed = await started_producer(settings)
+    await closed.stop()
+    effects = Effects()
+    group = f"bustest-{uuid4().hex[:6]}"
+    consumer = EventConsumer(group, [settings.topic_orders], {"OrderPlaced": effects.record},
+                             session_factory(engine), closed, settings)
+    await publish(producer, settings, raw=b"{not json", topic=settings.topic_orders)
+    after = order_placed()
+    await publish(producer, settings, after)
+    task = asyncio.create_task(consumer.supervise())
+    working: AIOKafkaProducer | None = None
+    try:
+        failures = await eventually(
+            lambda: _logged_async(caplog, logging.ERROR, "dead-letter send failed", at_least=3), timeout=30
+        )
+        assert failures, "the dead-letter send was not retried"
+        assert await applied(bus, after.order_id) == 0, "the event after the failed message was applied"
+        assert await committed_offset(settings, group, settings.topic_orders) <= 0, "committed past the message"
+        assert consumer.restarts == 0  # retried in place, no crash
+
+        working = await started_producer(settings)
+        consumer.producer = working
+        assert await eventually(lambda: applied(bus, after.order_id), timeout=30)
+        assert await eventually(lambda: _committed(settings, group, settings.topic_orders, 2))
+        dead = [m for m in await read_topic(settings, f"{settings.topic_orders}.dlq") if m.headers.get("dlq.consumer") == group]
+        assert [m.value for m in dead] == [b"{not json"]
+        assert await applied(bus, after.order_id) == 1
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 15)
+        if working is not None:
+            await working.stop()
+        await engine.dispose()
+
+
+async def test_a_leading_relay_republishes_what_the_broker_lost(bus: BusFixture, caplog: pytest.LogCaptureFixture) -> None:
+    """The topic is deleted and recreated empty while the relay leads (a truncated topic, or a
+    broker that lost its data): within its check interval the relay republishes the sent row,
+    without losing and retaking the lead."""
+    settings = await private_topic(bus, "lost", relay_broker_check_seconds=1.0)
+    topic = settings.topic_orders
+    producer = await started_producer(settings)
+    relay = OutboxRelay(f"bustest-check-{uuid4().hex[:6]}", bus.database_url, producer, settings)
+    task = asyncio.create_task(relay.run())
+    conn = await asyncpg.connect(asyncpg_dsn(bus.database_url))
+    try:
+        envelope = envelope_for(order_placed())
+        await conn.execute(
+            "INSERT INTO outbox (event_id, event_type, topic, key, envelope) VALUES ($1, 'OrderPlaced', $2, 'k', $3::jsonb)",
+            envelope.event_id, topic, envelope.model_dump_json(),
+        )
+        sent = "SELECT sent_at IS NOT NULL FROM outbox WHERE event_id = $1"
+        assert await eventually(lambda: conn.fetchval(sent, envelope.event_id)), "never published"
+        assert await eventually(lambda: _on_topic(settings, envelope.event_id))
+
+        await recreate_topic(settings, topic)
+        assert await eventually(lambda: _on_topic(settings, envelope.event_id), timeout=20), "not republished"
+        assert logged(caplog, logging.WARNING, f"topic {topic} lost messages")
+        assert relay.is_leader and not logged(caplog, logging.ERROR, "outbox relay of"), "the lead was retaken"
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+        await conn.close()
+        await producer.stop()
+
+
+async def recreate_topic(settings: Settings, topic: str) -> None:
+    """Delete the topic and create it again, empty. A relay check between the two may republish
+    first and so auto-create it: that is fine, the row reaches the topic either way."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+
+
+async def _on_topic(settings: Settings, event_id: UUID) -> bool:
+    return event_id in await published_ids(settings, settings.topic_orders)
+
+
+async def _consuming(consumer: EventConsumer) -> bool:
+    return consumer._consumer is not None and not consumer.down and consumer._up_since is not None
+
+
+async def _down(consumer: EventConsumer) -> bool:
+    return not consumer.healthy
+
+
+async def _restarted(consumer: EventConsumer) -> bool:
+    return consumer.restarts >= 1
+
+
+async def _logged_async(
+    caplog: pytest.LogCaptureFixture, level: int, text: str, at_least: int = 1
+) -> list[logging.LogRecord]:
+    found = logged(caplog, level, text)
+    return found if len(found) >= at_least else []
+
+
+async def _committed(settings: Settings, group: str, topic: str, offset: int) -> bool:
+    return await committed_offset(settings, group, topic) == offset
