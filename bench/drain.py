@@ -269,7 +269,7 @@ def parse_args(argv: list[str] | None) -> tuple[DrainConfig, Path]:
 async def bench(config: DrainConfig) -> tuple[DrainResult, str]:
     """Start our own stack with the allocator only, so what is measured is the allocator."""
     settings = Settings(orders_port=18401, inventory_port=18402, allocator_port=18403, notifier_port=18404)
-    stack = Devstack(settings, root=REPO / ".devstack" / "bench", log_to_files=True, pg_port=55435, kafka_port=59095)
+    stack = Devstack(settings, root=REPO / ".devstack" / "bench", log_to_files=True, pg_port=25435, kafka_port=29095)
     print("starting the stack: PostgreSQL + broker + the allocator service only ...", flush=True)
     try:
         # Devstack.start's steps, with a fresh allocator database in between when the servers are

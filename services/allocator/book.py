@@ -122,23 +122,29 @@ SELECT_ORDER_PROGRESS = text(
     FROM waiting_line WHERE order_id = ANY(CAST(:order_ids AS uuid[])) GROUP BY order_id
     """
 )
+# Takes the allocated units off the waiting lines and records who got what, in one round trip
+# (the allocations' arrays are sent once): both writes run whatever the count says, and a count
+# short of the allocations makes fill_lines raise, which rolls both back.
 FILL_LINES = text(
     """
-    UPDATE waiting_line AS w
-    SET qty_waiting = w.qty_waiting - u.qty,
-        qty_allocated = w.qty_allocated + u.qty,
-        status = CASE WHEN w.qty_waiting = u.qty THEN 'filled' ELSE 'waiting' END,
-        filled_at = CASE WHEN w.qty_waiting = u.qty THEN CAST(:now AS timestamptz) END
-    FROM unnest(CAST(:order_ids AS uuid[]), CAST(:line_nos AS int[]), CAST(:qtys AS int[])) AS u(order_id, line_no, qty)
-    WHERE w.order_id = u.order_id AND w.line_no = u.line_no AND w.status = 'waiting' AND w.qty_waiting >= u.qty
-    """
-)
-INSERT_ALLOCATIONS = text(
-    """
-    INSERT INTO allocation (order_id, line_no, sku, qty, cross_dock, source, source_id, allocated_at)
-    SELECT u.order_id, u.line_no, u.sku, u.qty, u.cross_dock, :source, :source_id, :now
-    FROM unnest(CAST(:order_ids AS uuid[]), CAST(:line_nos AS int[]), CAST(:skus AS text[]),
-                CAST(:qtys AS int[]), CAST(:cross_docks AS boolean[])) AS u(order_id, line_no, sku, qty, cross_dock)
+    WITH u AS MATERIALIZED (
+        SELECT * FROM unnest(CAST(:order_ids AS uuid[]), CAST(:line_nos AS int[]), CAST(:skus AS text[]),
+                             CAST(:qtys AS int[]), CAST(:cross_docks AS boolean[])) AS u(order_id, line_no, sku, qty, cross_dock)
+    ), filled AS (
+        UPDATE waiting_line AS w
+        SET qty_waiting = w.qty_waiting - u.qty,
+            qty_allocated = w.qty_allocated + u.qty,
+            status = CASE WHEN w.qty_waiting = u.qty THEN 'filled' ELSE 'waiting' END,
+            filled_at = CASE WHEN w.qty_waiting = u.qty THEN CAST(:now AS timestamptz) END
+        FROM u
+        WHERE w.order_id = u.order_id AND w.line_no = u.line_no AND w.status = 'waiting' AND w.qty_waiting >= u.qty
+          AND w.order_id = ANY(CAST(:order_ids AS uuid[]))  -- implied, but it lets the planner look the lines up by key
+        RETURNING 1
+    ), recorded AS (
+        INSERT INTO allocation (order_id, line_no, sku, qty, cross_dock, source, source_id, allocated_at)
+        SELECT u.order_id, u.line_no, u.sku, u.qty, u.cross_dock, :source, :source_id, :now FROM u
+    )
+    SELECT count(*) FROM filled
     """
 )
 SELECT_SUPPLY_APPLIED = text("SELECT sku, qty FROM supply_applied WHERE source = :source AND source_id = :source_id")
@@ -272,10 +278,11 @@ async def redate(
 
 async def order_progress_of(session: AsyncSession, order_ids: Iterable[UUID]) -> dict[UUID, OrderProgress]:
     """What the cross-dock rule needs about each order, over all its lines and SKUs, in one query."""
-    rows = await session.execute(SELECT_ORDER_PROGRESS, {"order_ids": sorted(set(order_ids))})
+    rows = (await session.execute(SELECT_ORDER_PROGRESS, {"order_ids": sorted(set(order_ids))})).tuples()
+    # Plain tuples: a named Row's attribute lookups were most of this, one order per allocated line.
     return {
-        row.order_id: order_progress(row.partial_allowed, int(row.units_waiting), row.order_short_lines, row.lines_booked)
-        for row in rows
+        order_id: order_progress(partial_allowed, int(units_waiting), order_short_lines, lines_booked)
+        for order_id, partial_allowed, units_waiting, order_short_lines, lines_booked in rows
     }
 
 
@@ -309,27 +316,20 @@ async def fill_lines(
     source_id: str,
     now: datetime,
 ) -> None:
-    """Take the allocated units off the waiting lines and record who got what: two statements."""
+    """Take the allocated units off the waiting lines and record who got what: one statement."""
     if not allocations:
         return
-    order_ids = [a.allocation.order_id for a in allocations]
-    line_nos = [a.allocation.line_no for a in allocations]
-    qtys = [a.allocation.qty for a in allocations]
-    result = await session.execute(FILL_LINES, {"order_ids": order_ids, "line_nos": line_nos, "qtys": qtys, "now": now})
-    filled = getattr(result, "rowcount", None)
+    params = {
+        "order_ids": [a.allocation.order_id for a in allocations],
+        "line_nos": [a.allocation.line_no for a in allocations],
+        "skus": [a.sku for a in allocations],
+        "qtys": [a.allocation.qty for a in allocations],
+        "cross_docks": [cross_docked[a.allocation.key] for a in allocations],
+        "source": source,
+        "source_id": source_id,
+        "now": now,
+    }
+    filled = (await session.execute(FILL_LINES, params)).scalar_one()
     if filled != len(allocations):
         # Only possible if the book changed under the lock: refuse rather than over-allocate.
         raise RuntimeError(f"{source} {source_id}: {filled} of {len(allocations)} waiting lines could take their allocation")
-    await session.execute(
-        INSERT_ALLOCATIONS,
-        {
-            "order_ids": order_ids,
-            "line_nos": line_nos,
-            "skus": [a.sku for a in allocations],
-            "qtys": qtys,
-            "cross_docks": [cross_docked[a.allocation.key] for a in allocations],
-            "source": source,
-            "source_id": source_id,
-            "now": now,
-        },
-    )

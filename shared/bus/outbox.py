@@ -13,9 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.events import Envelope, Event, new_event_id, utc_now
 from shared.settings import Settings
 
+# One statement for all of a flush's events (arrays, not executemany: one row per round of the
+# executor and one statement trigger instead of one of each per event). Ids follow the arrays'
+# order: the sort runs before the identity default is evaluated.
 INSERT_OUTBOX = text(
-    "INSERT INTO outbox (event_id, event_type, topic, key, envelope) "
-    "VALUES (:event_id, :event_type, :topic, :key, CAST(:envelope AS jsonb))"
+    """
+    INSERT INTO outbox (event_id, event_type, topic, key, envelope)
+    SELECT u.event_id, u.event_type, u.topic, u.key, CAST(u.envelope AS jsonb)
+    FROM unnest(CAST(:event_ids AS uuid[]), CAST(:event_types AS text[]), CAST(:topics AS text[]),
+                CAST(:keys AS text[]), CAST(:envelopes AS text[]))
+         WITH ORDINALITY AS u(event_id, event_type, topic, key, envelope, n)
+    ORDER BY u.n
+    """
 )
 
 
@@ -44,21 +53,21 @@ class UnitOfWork:
         return envelope
 
     async def flush_events(self) -> None:
-        """Write queued events in one round trip (executemany), keeping their emission order."""
+        """Write queued events in one statement, keeping their emission order."""
         if not self.pending:
             return
-        rows = [
+        pending, self.pending = self.pending, []
+        await self.session.execute(
+            INSERT_OUTBOX,
             {
-                "event_id": envelope.event_id,
-                "event_type": envelope.event_type,
-                "topic": topic,
-                "key": key,
-                "envelope": envelope.model_dump_json(),  # pydantic-core serializes ~3x faster than json.dumps(model_dump())
-            }
-            for envelope, topic, key in self.pending
-        ]
-        self.pending.clear()
-        await self.session.execute(INSERT_OUTBOX, rows)
+                "event_ids": [envelope.event_id for envelope, _, _ in pending],
+                "event_types": [envelope.event_type for envelope, _, _ in pending],
+                "topics": [topic for _, topic, _ in pending],
+                "keys": [key for _, _, key in pending],
+                # pydantic-core serializes ~3x faster than json.dumps(model_dump())
+                "envelopes": [envelope.model_dump_json() for envelope, _, _ in pending],
+            },
+        )
 
 
 @asynccontextmanager
