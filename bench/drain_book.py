@@ -107,13 +107,18 @@ async def seed_book(conn: asyncpg.Connection, tag: str, skus: list[str], lines: 
         await conn.execute(SEED_LINES, tag, skus, lines, now)
         await conn.execute(SEED_SKUS, skus)
         await conn.execute(SEED_POLICIES, skus)
-    # What autovacuum would have done by now on a long-running server (this one may live for one
-    # run only, shorter than autovacuum's one-minute nap): clear the dead rows earlier runs left and
-    # give the planner statistics of the seeded book, so neither skews the measurement.
-    for table in VACUUMED:
-        await conn.execute(f"VACUUM ANALYZE {table}")
+    await vacuum(conn)
     rows = await conn.fetch(SELECT_SEEDED, skus)
     return [SeededLine(r["order_id"], r["line_no"], r["sku"], r["qty_waiting"], r["ordered_at"]) for r in rows]
+
+
+async def vacuum(conn: asyncpg.Connection) -> None:
+    """What autovacuum would have done by now on a long-running server (this one may live for one
+    run only, shorter than autovacuum's one-minute nap): clear the dead rows earlier runs (or a
+    rolled-back allocation step) left and give the planner statistics of the seeded book, so
+    neither skews the measurement."""
+    for table in VACUUMED:
+        await conn.execute(f"VACUUM ANALYZE {table}")
 
 
 async def time_anchor(conn: asyncpg.Connection, tag: str, skus: list[str], supply: dict[str, int], repeats: int = 3) -> Anchor:

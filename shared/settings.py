@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
 
     def topic(self, stream: Stream) -> str:
-        return str(getattr(self, f"topic_{stream.value}"))
+        return str(getattr(self, "topic_" + stream))  # a StrEnum member concatenates as its value
 
     def all_topics(self) -> list[str]:
         names = [self.topic(stream) for stream in Stream]
