@@ -33,6 +33,7 @@ from shared.events import Event, StockReleased
 LineKey = tuple[UUID, int]
 
 LOCK_STOCK = text(f"SELECT sku, {', '.join(BUCKETS)} FROM stock WHERE sku = ANY(CAST(:skus AS text[])) ORDER BY sku FOR UPDATE")
+LOCK_RECEIPT = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
 APPLY_DELTAS = text(
     "UPDATE stock AS s SET "
     + ", ".join(f"{b} = s.{b} + d.{b}" for b in BUCKETS)
@@ -163,6 +164,13 @@ async def first_decision(session: AsyncSession, source_id: str, sku: str, line: 
     order_id, line_no = line or (NO_ORDER, 0)
     params = {"source_id": source_id, "sku": sku, "order_id": order_id, "line_no": line_no, "qty": qty}
     return (await session.execute(FIRST_DECISION, params)).first() is not None
+
+
+async def lock_receipt(session: AsyncSession, receipt_id: str) -> None:
+    """Serialise recording a receipt against parking the decisions that wait for it, so a decision
+    parked is always seen by the unpark that follows. A row lock cannot do it: until it is
+    recorded the receipt has no row, and a SKU it names may have none yet either."""
+    await session.execute(LOCK_RECEIPT, {"key": awaiting_receipt(receipt_id)})
 
 
 async def receipt_recorded(session: AsyncSession, receipt_id: str) -> bool:

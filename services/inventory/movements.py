@@ -35,6 +35,7 @@ class Unapplicable(Exception):
 class UnknownSku(Unapplicable):
     def __init__(self, sku: str, field: str = "sku") -> None:
         super().__init__(f"unknown sku {sku}")
+        self.sku = sku
         self.field = field
 
 
@@ -172,13 +173,16 @@ async def ship(uow: UnitOfWork, event: Shipped) -> None:
 async def _pending_units(uow: UnitOfWork, event: BackorderAllocated | GoodsPutAway, line: ledger.LineKey | None) -> bool:
     """Lock the SKU's row; False when the decision must wait for its receipt to be recorded (it
     is parked) or was applied already."""
+    if event.source == "receipt":
+        await ledger.lock_receipt(uow.session, event.source_id)
     level = (await ledger.lock_stock(uow.session, [event.sku])).get(event.sku)
-    if level is None:
-        raise UnknownSku(event.sku)
     if event.source == "receipt" and not await ledger.receipt_recorded(uow.session, event.source_id):
-        # The allocator read a receipt from the topic before we did: apply this when we do.
+        # The allocator read a receipt from the topic before we did (or we dead-lettered it, e.g.
+        # for a SKU not registered yet, which may be this one): apply this when it is recorded.
         await ledger.park(uow.session, ledger.awaiting_receipt(event.source_id), event)
         return False
+    if level is None:
+        raise UnknownSku(event.sku)
     if not await ledger.first_decision(uow.session, event.source_id, event.sku, line, event.qty):
         log.info("%s of %s from %s already applied", event.event_type, event.sku, event.source_id)
         return False
@@ -241,6 +245,7 @@ async def receive_goods(
     """Record a receipt once (same id, same content: a replay); its units go to the allocator,
     which serves the backorder book first. The one way in for HTTP and topic receipts alike."""
     pairs = [(line.sku, line.qty) for line in receipt.lines]
+    await ledger.lock_receipt(uow.session, receipt.receipt_id)
     content = domain.receipt_content(receipt.warehouse, receipt.purchase_order_id, pairs)
     if await _known_receipt(uow, receipt, content):
         return "replayed"
