@@ -34,7 +34,8 @@ class AllocationStep:
     event_floor_seconds: float  # the same outbox rows written again by one INSERT ... SELECT
 
 
-# Copies of the step's own rows under new event ids: same sizes, same indexes, one statement.
+# Copies of the rows the step wrote in this same open transaction (not a relay cursor: nothing
+# can commit in between), under new event ids: same sizes, same indexes, one statement.
 REWRITE_EVENTS = text(
     """
     INSERT INTO outbox (event_id, event_type, topic, key, envelope)
