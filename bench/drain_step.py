@@ -34,8 +34,9 @@ class AllocationStep:
     event_floor_seconds: float  # the same outbox rows written again by one INSERT ... SELECT
 
 
-# Copies of the rows the step wrote in this same open transaction (not a relay cursor: nothing
-# can commit in between), under new event ids: same sizes, same indexes, one statement.
+# Copies of the rows the step wrote in this same open transaction (not a relay cursor: the stack
+# is quiescent while the step runs, so no other rows land above `after`), under new event ids:
+# same sizes, same indexes, one statement.
 REWRITE_EVENTS = text(
     """
     INSERT INTO outbox (event_id, event_type, topic, key, envelope)
