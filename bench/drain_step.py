@@ -34,13 +34,12 @@ class AllocationStep:
     event_floor_seconds: float  # the same outbox rows written again by one INSERT ... SELECT
 
 
-# Copies of the rows the step wrote in this same open transaction (not a relay cursor: the stack
-# is quiescent while the step runs, so no other rows land above `after`), under new event ids:
-# same sizes, same indexes, one statement.
+# Copies of the rows the step wrote, under new event ids: same sizes, same indexes, one statement.
+# They are this open transaction's rows: created_at defaults to now(), the transaction's start.
 REWRITE_EVENTS = text(
     """
     INSERT INTO outbox (event_id, event_type, topic, key, envelope)
-    SELECT gen_random_uuid(), event_type, topic, key, envelope FROM outbox WHERE id > :after ORDER BY id
+    SELECT gen_random_uuid(), event_type, topic, key, envelope FROM outbox WHERE created_at = now() ORDER BY id
     """
 )
 
@@ -53,7 +52,6 @@ async def time_allocation_step(database_url: str, settings: Settings, receipts: 
     try:
         async with session_factory(engine)() as session:
             transaction = await session.begin()
-            after = (await session.execute(text("SELECT coalesce(max(id), 0) FROM outbox"))).scalar_one()
             uow = UnitOfWork(session=session, producer="allocator", settings=settings)
             started = time.perf_counter()
             events = 0
@@ -65,8 +63,10 @@ async def time_allocation_step(database_url: str, settings: Settings, receipts: 
                 await uow.flush_events()
             seconds = time.perf_counter() - started
             started = time.perf_counter()
-            await session.execute(REWRITE_EVENTS, {"after": after})
+            copied = await session.execute(REWRITE_EVENTS)
             event_floor_seconds = time.perf_counter() - started
+            if copied.rowcount != events:  # type: ignore[attr-defined]
+                raise RuntimeError(f"event floor wrote {copied.rowcount} rows, the step {events}")  # type: ignore[attr-defined]
             await transaction.rollback()
     finally:
         await engine.dispose()

@@ -57,17 +57,16 @@ async def on_goods_put_away(event: GoodsPutAway, uow: UnitOfWork) -> None:
 async def on_goods_received(event: GoodsReceived, uow: UnitOfWork) -> None:
     """Receipts a warehouse published to the topic, and the echo of those posted over HTTP
     (already recorded: a no-op)."""
-    try:
-        await movements.receive_goods(uow, event, via="topic")
-    except UnknownSku as error:
-        # The allocator has served the book with this receipt's known lines already; what it
-        # decided waits (parked) until the receipt is recorded, so say how to get it recorded.
-        raise DeadLetter(
-            f"receipt {event.receipt_id}: {error} ({error.field}); register it (PUT /v1/skus/{error.sku}), then "
-            "post this receipt unchanged to POST /v1/receipts: its allocations and put-aways wait for it"
-        ) from error
-    except Unapplicable as error:
-        raise DeadLetter(str(error)) from error
+    with dead_letter_unapplicable():
+        try:
+            await movements.receive_goods(uow, event, via="topic")
+        except UnknownSku as error:
+            # The allocator has served the book with this receipt's known lines already; what it
+            # decided waits (parked) until the receipt is recorded, so say how to get it recorded.
+            raise DeadLetter(
+                f"receipt {event.receipt_id}: {error} ({error.field}); register it (PUT /v1/skus/{error.sku}), then "
+                "post this receipt unchanged to POST /v1/receipts: its allocations and put-aways wait for it"
+            ) from error
 
 
 HANDLERS: dict[str, Handler] = {

@@ -171,8 +171,8 @@ async def ship(uow: UnitOfWork, event: Shipped) -> None:
 
 
 async def _pending_units(uow: UnitOfWork, event: BackorderAllocated | GoodsPutAway, line: ledger.LineKey | None) -> bool:
-    """Lock the SKU's row; False when the decision must wait for its receipt to be recorded (it
-    is parked) or was applied already."""
+    """Lock the receipt (for a receipt's decision) and the SKU's row; False when the decision must
+    wait for its receipt to be recorded (it is parked) or was applied already."""
     if event.source == "receipt":
         await ledger.lock_receipt(uow.session, event.source_id)
     level = (await ledger.lock_stock(uow.session, [event.sku])).get(event.sku)
