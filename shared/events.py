@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
 
 Qty = Annotated[int, Field(gt=0, le=1_000_000)]
 Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
@@ -86,6 +87,26 @@ class Envelope(BaseModel):
         if model is None:
             raise UnknownEventType(self.event_type)
         return model.model_validate(self.payload)
+
+
+def envelope_json(
+    event: Event, event_id: UUID, occurred_at: datetime, correlation_id: str, causation_id: str | None, producer: str
+) -> str:
+    """The wire form of the Envelope carrying `event`, as Envelope(...).model_dump_json() writes it,
+    in one pydantic-core call: building the Envelope model and its payload dict first cost most of
+    the allocator's CPU per allocated line (the round trip is a unit test)."""
+    return to_json(
+        {
+            "event_id": event_id,
+            "event_type": event.event_type,
+            "schema_version": event.schema_version,
+            "occurred_at": occurred_at,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "producer": producer,
+            "payload": event,
+        }
+    ).decode()
 
 
 class UnknownEventType(ValueError):

@@ -229,7 +229,7 @@ async def queue_heads(
     skus = sorted(supply)
     params = {"skus": skus, "supplies": [supply[sku] for sku in skus], "policies": [policies[sku].value for sku in skus]}
     heads: dict[str, list[WaitingLine]] = defaultdict(list)
-    rows = await session.execute(SELECT_QUEUE_HEADS, params)
+    rows = (await session.execute(SELECT_QUEUE_HEADS, params)).all()  # one fetch, not one per row
     for sku, order_id, line_no, qty, ordered_at, tier, first_promised in rows:
         heads[sku].append(WaitingLine(order_id, line_no, sku, qty, ordered_at, tier, first_promised))
     return heads
@@ -278,7 +278,7 @@ async def redate(
 
 async def order_progress_of(session: AsyncSession, order_ids: Iterable[UUID]) -> dict[UUID, OrderProgress]:
     """What the cross-dock rule needs about each order, over all its lines and SKUs, in one query."""
-    rows = await session.execute(SELECT_ORDER_PROGRESS, {"order_ids": sorted(set(order_ids))})
+    rows = (await session.execute(SELECT_ORDER_PROGRESS, {"order_ids": sorted(set(order_ids))})).all()
     # Unpacked by position: a named Row's attribute lookups were most of this, one order per allocated line.
     return {
         order_id: order_progress(partial_allowed, int(units_waiting), order_short_lines, lines_booked)

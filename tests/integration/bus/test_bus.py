@@ -92,15 +92,15 @@ async def test_outbox_publishes_after_commit_and_not_before(bus: BusFixture) -> 
     relay_task = asyncio.create_task(relay.run())
     try:
         async with unit_of_work(session_factory(engine), "bustest", bus.settings) as uow:
-            envelope = uow.emit(order_placed())
+            event_id = uow.emit(order_placed())
             await uow.flush_events()
             await asyncio.sleep(1.5)  # three relay polls while the transaction is open
-            assert envelope.event_id not in await published_ids(bus.settings, bus.topic)
-        published = await eventually(lambda: _contains(bus, envelope.event_id))
+            assert event_id not in await published_ids(bus.settings, bus.topic)
+        published = await eventually(lambda: _contains(bus, event_id))
         assert published, "committed outbox row was never published"
         conn = await asyncpg.connect(asyncpg_dsn(bus.database_url))
         query = 'SELECT sent_at, partition, "offset", cluster_id FROM outbox WHERE event_id = $1 AND sent_at IS NOT NULL'
-        row = await eventually(lambda: conn.fetchrow(query, envelope.event_id))
+        row = await eventually(lambda: conn.fetchrow(query, event_id))
         await conn.close()
         assert row is not None and row["offset"] is not None and row["cluster_id"]
     finally:
@@ -128,7 +128,7 @@ async def test_rolled_back_transaction_publishes_nothing(bus: BusFixture) -> Non
     emitted: list[UUID] = []
     with pytest.raises(RuntimeError):
         async with unit_of_work(session_factory(engine), "bustest", bus.settings) as uow:
-            emitted.append(uow.emit(order_placed()).event_id)
+            emitted.append(uow.emit(order_placed()))
             await uow.flush_events()
             raise RuntimeError("handler failed after emitting")
     conn = await asyncpg.connect(asyncpg_dsn(bus.database_url))

@@ -58,8 +58,8 @@ async def test_relay_batches_keep_partition_order_offsets_and_headers(stack) -> 
         for part in range(2):
             async with unit_of_work(sessions, "relaybatch", settings) as uow:
                 for n in range(150):
-                    envelope = uow.emit(short(uuid4(), 1, skus[(n * 3 + part) % len(skus)]), correlation_id=f"chain-{n % 5}")
-                    written[skus[(n * 3 + part) % len(skus)]].append(envelope.event_id)
+                    event_id = uow.emit(short(uuid4(), 1, skus[(n * 3 + part) % len(skus)]), correlation_id=f"chain-{n % 5}")
+                    written[skus[(n * 3 + part) % len(skus)]].append(event_id)
     finally:
         await engine.dispose()
 
