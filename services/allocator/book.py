@@ -186,8 +186,11 @@ async def lock_book(session: AsyncSession, skus: Iterable[str]) -> dict[str, Pri
     the row lock makes the second wait until the first has committed, and it then reads the book
     as the first left it (READ COMMITTED takes a new snapshot per statement), so no unit is given
     twice and no waiting line is skipped. Rows are locked in SKU order, in one statement, so two
-    transactions never wait for each other in a cycle. Missing rows are inserted first: a row that
-    does not exist cannot be locked.
+    events never wait for each other in a cycle. A consumer transaction may hold several events,
+    though, and two instances' transactions can then lock in crossing orders: PostgreSQL aborts
+    one (deadlock detected, after deadlock_timeout), and the consumer applies that batch again one
+    event per transaction, so it costs time, never a unit. Missing rows are inserted first: a row
+    that does not exist cannot be locked.
     """
     wanted = sorted(set(skus))
     if not wanted:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from uuid import UUID, uuid4
@@ -17,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from support import envelope_for, eventually, publish, read_topic
 
-from shared.bus.consumer import DeadLetter, EventConsumer
+from shared.bus.consumer import DeadLetter, EventConsumer, Handler
 from shared.bus.outbox import UnitOfWork, unit_of_work
 from shared.bus.relay import OutboxRelay
 from shared.db import create_engine, migrate, session_factory
@@ -64,21 +65,49 @@ async def started_producer(settings: Settings) -> AIOKafkaProducer:
     return producer
 
 
+@asynccontextmanager
+async def running_relay(settings: Settings, database_url: str, service: str = "bustest") -> AsyncIterator[OutboxRelay]:
+    """An outbox relay with its own producer, running as a service runs it; stopped and closed on exit."""
+    producer = await started_producer(settings)
+    relay = OutboxRelay(service, database_url, producer, settings)
+    task = asyncio.create_task(relay.run())
+    try:
+        yield relay
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+        await producer.stop()
+
+
+@asynccontextmanager
+async def running_consumer(
+    bus: BusFixture, settings: Settings, handlers: dict[str, Handler], dlq_producer: AIOKafkaProducer,
+    group: str | None = None, supervised: bool = True,
+) -> AsyncIterator[tuple[EventConsumer, asyncio.Task[None]]]:
+    """A consumer of the settings' orders topic on the bus database, running in a task (under its
+    supervisor, as services run it, or its bare loop); on exit it is stopped, and the dead-letter
+    producer it then has and its engine are closed."""
+    engine = create_engine(bus.database_url, 2)
+    consumer = EventConsumer(group or f"bustest-{uuid4().hex[:6]}", [settings.topic_orders], handlers,
+                             session_factory(engine), dlq_producer, settings)
+    task = asyncio.create_task(consumer.supervise() if supervised else consumer.run())
+    try:
+        yield consumer, task
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 15)
+        await consumer.producer.stop()
+        await engine.dispose()
+
+
 async def published_ids(settings: Settings, topic: str) -> list[UUID]:
     return [m.envelope().event_id for m in await read_topic(settings, topic)]
 
 
 async def published_by_a_new_relay(bus: BusFixture, event_id: UUID) -> bool:
     """Start a relay as a restarted service would, and report whether it publishes the event."""
-    producer = await started_producer(bus.settings)
-    relay = OutboxRelay("bustest", bus.database_url, producer, bus.settings)
-    task = asyncio.create_task(relay.run())
-    try:
+    async with running_relay(bus.settings, bus.database_url):
         return bool(await eventually(lambda: _contains(bus, event_id)))
-    finally:
-        relay.stop()
-        await asyncio.wait_for(task, 10)
-        await producer.stop()
 
 
 async def _contains(bus: BusFixture, event_id: UUID) -> bool:
@@ -87,26 +116,21 @@ async def _contains(bus: BusFixture, event_id: UUID) -> bool:
 
 async def test_outbox_publishes_after_commit_and_not_before(bus: BusFixture) -> None:
     engine = create_engine(bus.database_url, 2)
-    producer = await started_producer(bus.settings)
-    relay = OutboxRelay("bustest", bus.database_url, producer, bus.settings)
-    relay_task = asyncio.create_task(relay.run())
     try:
-        async with unit_of_work(session_factory(engine), "bustest", bus.settings) as uow:
-            event_id = uow.emit(order_placed())
-            await uow.flush_events()
-            await asyncio.sleep(1.5)  # three relay polls while the transaction is open
-            assert event_id not in await published_ids(bus.settings, bus.topic)
-        published = await eventually(lambda: _contains(bus, event_id))
-        assert published, "committed outbox row was never published"
-        conn = await asyncpg.connect(asyncpg_dsn(bus.database_url))
-        query = 'SELECT sent_at, partition, "offset", cluster_id FROM outbox WHERE event_id = $1 AND sent_at IS NOT NULL'
-        row = await eventually(lambda: conn.fetchrow(query, event_id))
-        await conn.close()
-        assert row is not None and row["offset"] is not None and row["cluster_id"]
+        async with running_relay(bus.settings, bus.database_url):
+            async with unit_of_work(session_factory(engine), "bustest", bus.settings) as uow:
+                event_id = uow.emit(order_placed())
+                await uow.flush_events()
+                await asyncio.sleep(1.5)  # three relay polls while the transaction is open
+                assert event_id not in await published_ids(bus.settings, bus.topic)
+            published = await eventually(lambda: _contains(bus, event_id))
+            assert published, "committed outbox row was never published"
+            conn = await asyncpg.connect(asyncpg_dsn(bus.database_url))
+            query = 'SELECT sent_at, partition, "offset", cluster_id FROM outbox WHERE event_id = $1 AND sent_at IS NOT NULL'
+            row = await eventually(lambda: conn.fetchrow(query, event_id))
+            await conn.close()
+            assert row is not None and row["offset"] is not None and row["cluster_id"]
     finally:
-        relay.stop()
-        await asyncio.wait_for(relay_task, 10)
-        await producer.stop()
         await engine.dispose()
 
 
@@ -207,14 +231,10 @@ class Effects:
 
 
 async def test_consumer_inbox_dead_letters_and_flow(bus: BusFixture, producer: AIOKafkaProducer) -> None:
-    engine = create_engine(bus.database_url, 4)
     effects = Effects()
     settings = bus.settings.model_copy(update={"handler_retries": 2, "handler_retry_backoff_s": 0.05})
-    dlq_producer = await started_producer(settings)
-    consumer = EventConsumer(f"bustest-{uuid4().hex[:6]}", [bus.topic], {"OrderPlaced": effects.record},
-                             session_factory(engine), dlq_producer, settings)
-    task = asyncio.create_task(consumer.run())
-    try:
+    handlers: dict[str, Handler] = {"OrderPlaced": effects.record}
+    async with running_consumer(bus, settings, handlers, await started_producer(settings), supervised=False) as (consumer, _):
         duplicate = order_placed()
         first = await publish(producer, settings, duplicate)
         assert first is not None
@@ -243,11 +263,6 @@ async def test_consumer_inbox_dead_letters_and_flow(bus: BusFixture, producer: A
         assert any("keeps failing" in r and "attempts" in r for r in reasons), reasons
         assert any(r == "rejected: poison order" for r in reasons), reasons
         assert len(dead) == 3
-    finally:
-        consumer.stop()
-        await asyncio.wait_for(task, 15)
-        await dlq_producer.stop()
-        await engine.dispose()
 
 
 async def test_stack_reports_quiescence_after_events_flow(stack, producer: AIOKafkaProducer) -> None:
@@ -302,13 +317,8 @@ async def test_a_crashed_consumer_is_restarted_and_consumes_again(
     # The crashed member never leaves (the broker numbers a group's first generation 0, and
     # aiokafka sends LeaveGroup only for later ones): a short session evicts it sooner.
     settings = await private_topic(bus, "crash", kafka_session_timeout_ms=3000, kafka_heartbeat_interval_ms=500)
-    engine = create_engine(bus.database_url, 2)
-    dlq_producer = await started_producer(settings)
-    effects = Effects()
-    consumer = EventConsumer(f"bustest-{uuid4().hex[:6]}", [settings.topic_orders], {"OrderPlaced": effects.record},
-                             session_factory(engine), dlq_producer, settings)
-    task = asyncio.create_task(consumer.supervise())
-    try:
+    handlers: dict[str, Handler] = {"OrderPlaced": Effects().record}
+    async with running_consumer(bus, settings, handlers, await started_producer(settings)) as (consumer, task):
         assert await eventually(lambda: _consuming(consumer)), "the consumer never joined its group"
         kafka = consumer._consumer
         assert kafka is not None
@@ -322,34 +332,20 @@ async def test_a_crashed_consumer_is_restarted_and_consumes_again(
         await publish(producer, settings, event)
         assert await eventually(lambda: applied(bus, event.order_id), timeout=30), "nothing consumed after the restart"
         assert consumer.healthy and consumer.restarts == 1
-    finally:
-        consumer.stop()
-        await asyncio.wait_for(task, 15)
-        await dlq_producer.stop()
-        await engine.dispose()
 
 
 async def test_a_consumer_that_cannot_start_retries_and_stops_promptly(bus: BusFixture) -> None:
     """No broker at all: every start fails, each failure is a restart with backoff, readiness says
     down, and stop() ends the supervisor during its backoff instead of after it."""
     settings = bus.settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
-    engine = create_engine(bus.database_url, 1)
-    dlq_producer = await started_producer(bus.settings)
-    consumer = EventConsumer("bustest-nobroker", ["nowhere"], {}, session_factory(engine), dlq_producer, settings)
-    consumer.restart_backoff_s = 60.0  # only stop() can end the backoff within the wait below
-    task = asyncio.create_task(consumer.supervise())
-    try:
+    dlq_producer = await started_producer(bus.settings)  # the dead-letter topic's broker is up
+    async with running_consumer(bus, settings, {}, dlq_producer, group="bustest-nobroker") as (consumer, task):
+        consumer.restart_backoff_s = 60.0  # set before the task first runs; only stop() can end the backoff in time
         assert await eventually(lambda: _restarted(consumer))
         assert consumer.down and not consumer.healthy
         consumer.stop()
         await asyncio.wait_for(task, 15)
         assert consumer.restarts == 1
-    finally:
-        consumer.stop()
-        if not task.done():
-            task.cancel()
-        await dlq_producer.stop()
-        await engine.dispose()
 
 
 async def test_a_failed_dead_letter_send_commits_nothing_past_the_message(
@@ -359,19 +355,14 @@ async def test_a_failed_dead_letter_send_commits_nothing_past_the_message(
     that message is never committed and the event after it waits; once a working producer is
     back, the message is dead-lettered and the partition moves on."""
     settings = await private_topic(bus, "dlqfail", handler_retry_backoff_s=0.05)
-    engine = create_engine(bus.database_url, 2)
     closed = await started_producer(settings)
     await closed.stop()
-    effects = Effects()
     group = f"bustest-{uuid4().hex[:6]}"
-    consumer = EventConsumer(group, [settings.topic_orders], {"OrderPlaced": effects.record},
-                             session_factory(engine), closed, settings)
     await publish(producer, settings, raw=b"{not json", topic=settings.topic_orders)
     after = order_placed()
     await publish(producer, settings, after)
-    task = asyncio.create_task(consumer.supervise())
-    working: AIOKafkaProducer | None = None
-    try:
+    handlers: dict[str, Handler] = {"OrderPlaced": Effects().record}
+    async with running_consumer(bus, settings, handlers, closed, group=group) as (consumer, _):
         failures = await eventually(
             lambda: _logged_async(caplog, logging.ERROR, "dead-letter send failed", at_least=3), timeout=30
         )
@@ -380,19 +371,12 @@ async def test_a_failed_dead_letter_send_commits_nothing_past_the_message(
         assert await committed_offset(settings, group, settings.topic_orders) <= 0, "committed past the message"
         assert consumer.restarts == 0  # retried in place, no crash
 
-        working = await started_producer(settings)
-        consumer.producer = working
+        consumer.producer = await started_producer(settings)  # closed on exit, as the consumer's producer
         assert await eventually(lambda: applied(bus, after.order_id), timeout=30)
         assert await eventually(lambda: _committed(settings, group, settings.topic_orders, 2))
         dead = [m for m in await read_topic(settings, f"{settings.topic_orders}.dlq") if m.headers.get("dlq.consumer") == group]
         assert [m.value for m in dead] == [b"{not json"]
         assert await applied(bus, after.order_id) == 1
-    finally:
-        consumer.stop()
-        await asyncio.wait_for(task, 15)
-        if working is not None:
-            await working.stop()
-        await engine.dispose()
 
 
 async def test_a_leading_relay_republishes_what_the_broker_lost(bus: BusFixture, caplog: pytest.LogCaptureFixture) -> None:
@@ -401,29 +385,24 @@ async def test_a_leading_relay_republishes_what_the_broker_lost(bus: BusFixture,
     without losing and retaking the lead."""
     settings = await private_topic(bus, "lost", relay_broker_check_seconds=1.0)
     topic = settings.topic_orders
-    producer = await started_producer(settings)
-    relay = OutboxRelay(f"bustest-check-{uuid4().hex[:6]}", bus.database_url, producer, settings)
-    task = asyncio.create_task(relay.run())
     conn = await asyncpg.connect(asyncpg_dsn(bus.database_url))
     try:
-        envelope = envelope_for(order_placed())
-        await conn.execute(
-            "INSERT INTO outbox (event_id, event_type, topic, key, envelope) VALUES ($1, 'OrderPlaced', $2, 'k', $3::jsonb)",
-            envelope.event_id, topic, envelope.model_dump_json(),
-        )
-        sent = "SELECT sent_at IS NOT NULL FROM outbox WHERE event_id = $1"
-        assert await eventually(lambda: conn.fetchval(sent, envelope.event_id)), "never published"
-        assert await eventually(lambda: _on_topic(settings, envelope.event_id))
+        async with running_relay(settings, bus.database_url, f"bustest-check-{uuid4().hex[:6]}") as relay:
+            envelope = envelope_for(order_placed())
+            await conn.execute(
+                "INSERT INTO outbox (event_id, event_type, topic, key, envelope) VALUES ($1, 'OrderPlaced', $2, 'k', $3::jsonb)",
+                envelope.event_id, topic, envelope.model_dump_json(),
+            )
+            sent = "SELECT sent_at IS NOT NULL FROM outbox WHERE event_id = $1"
+            assert await eventually(lambda: conn.fetchval(sent, envelope.event_id)), "never published"
+            assert await eventually(lambda: _on_topic(settings, envelope.event_id))
 
-        await recreate_topic(settings, topic)
-        assert await eventually(lambda: _on_topic(settings, envelope.event_id), timeout=20), "not republished"
-        assert logged(caplog, logging.WARNING, f"topic {topic} lost messages")
-        assert relay.is_leader and not logged(caplog, logging.ERROR, "outbox relay of"), "the lead was retaken"
+            await recreate_topic(settings, topic)
+            assert await eventually(lambda: _on_topic(settings, envelope.event_id), timeout=20), "not republished"
+            assert logged(caplog, logging.WARNING, f"topic {topic} lost messages")
+            assert relay.is_leader and not logged(caplog, logging.ERROR, "outbox relay of"), "the lead was retaken"
     finally:
-        relay.stop()
-        await asyncio.wait_for(task, 10)
         await conn.close()
-        await producer.stop()
 
 
 async def recreate_topic(settings: Settings, topic: str) -> None:
