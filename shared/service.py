@@ -183,13 +183,22 @@ def problem(status: int, title: str, detail: str, errors: list[dict[str, str]] |
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
+def _field_error(err: Mapping[str, Any]) -> dict[str, str]:
+    """One validation error as field + reason. A body that is not JSON at all is the body's fault,
+    at a character position (FastAPI puts the position where a field name would be)."""
+    if err.get("type") == "json_invalid":
+        position = next((p for p in err.get("loc", ()) if isinstance(p, int)), None)
+        why = str((err.get("ctx") or {}).get("error", "")) or "invalid JSON"
+        where = f" at character {position}" if position is not None else ""
+        return {"field": "body", "reason": f"not valid JSON{where}: {why}"}
+    field = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+    return {"field": field, "reason": str(err.get("msg", ""))}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body", "reason": str(err.get("msg", ""))}
-            for err in exc.errors()
-        ]
+        errors = [_field_error(err) for err in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5])
         return problem(422, "Invalid request", detail, errors)
 

@@ -224,6 +224,10 @@ async def test_malformed_json_and_wrong_content_are_4xx(kit: OrdersKit) -> None:
     for content in (b'{"external_id": "x", "lines": [', b"", b"not json", b"\xff\xfe"):
         answer = await kit.api.post("/v1/orders", content=content, headers={"content-type": "application/json"})
         assert_problem(answer, 422)
+    answer = await kit.api.post("/v1/orders", content=b'{"external_id": "x",}', headers={"content-type": "application/json"})
+    assert assert_problem(answer, 422)["errors"] == [
+        {"field": "body", "reason": "not valid JSON at character 20: Expecting property name enclosed in double quotes"}
+    ]
 
 
 async def test_overlong_idempotency_key_is_422(kit: OrdersKit) -> None:
