@@ -183,6 +183,13 @@ def problem(status: int, title: str, detail: str, errors: list[dict[str, str]] |
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
+def invalid(field: str, reason: str) -> RequestValidationError:
+    """A 422 naming the field (dotted: `lines.0.sku`), in the same shape as the framework's own
+    validation errors, for rules a request schema cannot check (unknown SKU, a date in the past)."""
+    loc = ("body", *(int(part) if part.isdigit() else part for part in field.split(".")))
+    return RequestValidationError([{"loc": loc, "msg": reason, "type": "value_error"}])
+
+
 def _field_error(err: Mapping[str, Any]) -> dict[str, str]:
     """One validation error as field + reason. A body that is not JSON at all is the body's fault,
     at a character position (FastAPI puts the position where a field name would be)."""

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from services.allocator import book, views
 from services.allocator.domain import EtaReason, PriorityPolicy, policy_in_force
-from shared.service import Context
+from shared.service import Context, invalid
 
 router = APIRouter(prefix="/v1", tags=["backorders"])
 
@@ -91,7 +91,7 @@ async def set_global_policy(body: PolicyUpdate, context: Context) -> PolicyRead:
 async def set_sku_policy(sku: SkuPath, body: PolicyUpdate, context: Context) -> PolicyRead:
     """A SKU's own policy, overriding the global one; its lines are re-dated."""
     if sku == "global":
-        raise HTTPException(422, "'global' names the default policy; set it with PUT /v1/policies/global")
+        raise invalid("sku", "'global' names the default policy; set it with PUT /v1/policies/global")
     async with context.uow() as uow:
         before = await book.lock_book(uow.session, [sku])
         await uow.session.execute(UPSERT_POLICY, {"scope": sku, "policy": body.policy.value, "now": datetime.now(UTC)})

@@ -15,9 +15,8 @@ from services.inventory.schemas import (
     SkuPolicyRead,
     SkuPolicyWrite,
     StockRead,
-    invalid,
 )
-from shared.service import Context
+from shared.service import Context, invalid
 
 router = APIRouter(prefix="/v1", tags=["stock"])
 

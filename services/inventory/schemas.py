@@ -4,7 +4,6 @@ no unknown fields) kept apart from the tables."""
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
 
 from shared.events import Sku
@@ -20,12 +19,6 @@ Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=PRINTABLE)]
 Token = Annotated[str, Field(min_length=1, pattern=r"^[^\s\x00-\x1f\x7f]+$")]
-
-
-def invalid(field: str, reason: str) -> RequestValidationError:
-    """A 422 naming the field, in the same shape as the framework's own validation errors."""
-    loc = ("body", *(int(part) if part.isdigit() else part for part in field.split(".")))
-    return RequestValidationError([{"loc": loc, "msg": reason, "type": "value_error"}])
 
 
 class Request(BaseModel):

@@ -17,10 +17,9 @@ from services.inventory.schemas import (
     PurchaseOrderRead,
     ReceiptCreate,
     ReceiptRead,
-    invalid,
 )
 from shared.events import GoodsReceived, ReceivedLine
-from shared.service import Context
+from shared.service import Context, invalid
 
 router = APIRouter(prefix="/v1", tags=["purchasing"])
 

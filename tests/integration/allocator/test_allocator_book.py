@@ -464,6 +464,8 @@ async def test_bad_input_on_every_endpoint_gets_a_problem_response(allocator_api
         assert response.status_code == status, (method, path, response.text)
         assert response.headers["content-type"].startswith("application/problem+json"), (method, path)
         assert response.json()["detail"], (method, path)
+        if status == 422:  # which field, and why
+            assert all(e["field"] and e["reason"] for e in response.json()["errors"]), (method, path, response.text)
     assert (await allocator_api.get("/v1/policies")).json()["global"] == "fifo"
 
 
