@@ -93,8 +93,9 @@ def envelope_json(
     event: Event, event_id: UUID, occurred_at: datetime, correlation_id: str, causation_id: str | None, producer: str
 ) -> str:
     """The wire form of the Envelope carrying `event`, as Envelope(...).model_dump_json() writes it,
-    in one pydantic-core call: building the Envelope model and its payload dict first cost most of
-    the allocator's CPU per allocated line (the round trip is a unit test)."""
+    in one pydantic-core call: building the Envelope model and its payload dict first was about a
+    fifth of the allocator's CPU on the receipt path, one event per allocated line (that both
+    write the same is a unit test)."""
     return to_json(
         {
             "event_id": event_id,
