@@ -218,9 +218,11 @@ async def shorts_seen(session: AsyncSession, skus: Iterable[str]) -> dict[str, i
 async def waiting_lines(session: AsyncSession, skus: Sequence[str]) -> dict[str, dict[WaitingLine, date | None]]:
     """The waiting lines of each SKU (one query for all), with the date each was last promised."""
     book: dict[str, dict[WaitingLine, date | None]] = defaultdict(dict)
-    for row in await session.execute(SELECT_WAITING, {"skus": list(skus)}):
-        line = WaitingLine(row.order_id, row.line_no, row.sku, row.qty_waiting, row.ordered_at, row.tier, row.first_promised_date)
-        book[row.sku][line] = row.promised_date
+    # One fetch and unpacking by position: per-row fetches and named-row lookups were most of a
+    # re-date, which reads the whole book of every SKU an arrival touched.
+    rows = (await session.execute(SELECT_WAITING, {"skus": list(skus)})).all()
+    for sku, order_id, line_no, qty_waiting, ordered_at, tier, first_promised, promised in rows:
+        book[sku][WaitingLine(order_id, line_no, sku, qty_waiting, ordered_at, tier, first_promised)] = promised
     return book
 
 
