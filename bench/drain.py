@@ -28,9 +28,9 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from bench.cpu import CpuMeter, stack_processes
-from bench.drain_book import Anchor, SeededLine, book_state, remove_run, seed_book, time_anchor, vacuum
+from bench.drain_book import Anchor, SeededLine, book_state, remove_run, seed_book, seed_purchase_orders, time_anchor, vacuum
 from bench.drain_bus import AllocationWatcher, Receipt, Seen, publish_receipts, split_receipts, warm_up
-from bench.drain_step import AllocationStep, time_allocation_step
+from bench.drain_step import AllocationStep, date_book, time_allocation_step
 from shared.devstack.stack import REPO, Devstack
 from shared.settings import Settings
 
@@ -48,6 +48,7 @@ class DrainConfig:
     anchor_repeats: int = 3
     keep: bool = False  # leave the run's rows in the allocator database for inspection
     runs: int = 3  # drains in one stack; the median one is reported (one run swings ~25% on a shared machine)
+    dated: bool = False  # each receipt delivers an open purchase order, so every line has a promised date
 
 
 @dataclass
@@ -71,6 +72,7 @@ class DrainResult:
     cpu_s: dict[str, float]
     checks: dict[str, bool] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    lines_dated: int = 0  # with --dated: seeded lines promised a date before the receipts
 
     @property
     def correct(self) -> bool:
@@ -164,7 +166,13 @@ async def run_drain(stack: Devstack, config: DrainConfig, progress: bool = False
         anchor = await time_anchor(conn, tag, skus, dict(supply), config.anchor_repeats)
         say(f"anchor: one INSERT ... SELECT with a running sum, {anchor.seconds * 1000:.1f} ms (median of {len(anchor.runs)})")
 
-        receipts = split_receipts(dict(supply), config.receipts_per_sku, tag)
+        receipts = split_receipts(dict(supply), config.receipts_per_sku, tag, dated=config.dated)
+        lines_dated = 0
+        if config.dated:
+            await seed_purchase_orders(conn, receipts)
+            lines_dated = await date_book(stack.settings.service_database_url("allocator"), stack.settings, skus)
+            await vacuum(conn)
+            say(f"dated: {len(receipts)} purchase orders, one per receipt; {lines_dated} lines dated (setup, not measured)")
         step = await time_allocation_step(stack.settings.service_database_url("allocator"), stack.settings, receipts)
         await vacuum(conn)  # the rolled-back step's dead rows must not slow the drain that follows
         say(
@@ -204,6 +212,7 @@ async def run_drain(stack: Devstack, config: DrainConfig, progress: bool = False
             anchor=anchor,
             step=step,
             cpu_s=cpu_s,
+            lines_dated=lines_dated,
         )
         await verify(result, conn, seeded, dict(supply), watcher, [r.receipt_id for r in receipts])
         return result
@@ -269,7 +278,11 @@ def report(result: DrainResult, where: str, title: str = "drain benchmark") -> s
     rate_ok = result.lines_per_s >= GOAL_LINES_PER_S
     rows = [
         ("stack", where),
-        ("book", f"{result.lines} waiting lines, {result.units} units, {len(result.skus)} SKUs"),
+        (
+            "book",
+            f"{result.lines} waiting lines, {result.units} units, {len(result.skus)} SKUs"
+            + (", every line dated: each receipt delivers an open purchase order" if result.config.dated else ""),
+        ),
         ("receipts", f"{result.receipts} GoodsReceived ({result.config.receipts_per_sku} per SKU), published at once"),
         ("setup (not measured)", f"seed {result.seed_s:.2f} s, warm-up receipt + quiesce {result.quiesce_s:.2f} s"),
         ("drain time", f"{result.elapsed_s:.3f} s (first receipt published -> last BackorderAllocated seen)"),
@@ -328,6 +341,7 @@ def parse_args(argv: list[str] | None) -> tuple[DrainConfig, Path]:
     parser.add_argument("--skus", type=int, default=20)
     parser.add_argument("--receipts-per-sku", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a ~2,000-line run (a smoke check, not a measurement)")
+    parser.add_argument("--dated", action="store_true", help="open purchase orders behind the receipts: every line dated")
     parser.add_argument("--runs", type=int, default=None, help="drains to run, each on a fresh book (default 3; 1 with --quick)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the drain")
     parser.add_argument("--keep", action="store_true", help="leave the run's rows in the allocator database")
@@ -337,7 +351,8 @@ def parse_args(argv: list[str] | None) -> tuple[DrainConfig, Path]:
     runs = args.runs if args.runs is not None else (1 if args.quick else 3)
     if lines < 1 or args.skus < 1 or args.receipts_per_sku < 1 or runs < 1:
         parser.error("--lines, --skus, --receipts-per-sku and --runs must be positive")
-    return DrainConfig(lines, args.skus, args.receipts_per_sku, args.timeout, keep=args.keep, runs=runs), args.json
+    config = DrainConfig(lines, args.skus, args.receipts_per_sku, args.timeout, keep=args.keep, runs=runs, dated=args.dated)
+    return config, args.json
 
 
 async def bench(config: DrainConfig) -> tuple[list[DrainResult], str]:

@@ -11,6 +11,8 @@ from uuid import UUID
 
 import asyncpg
 
+from bench.drain_bus import Receipt
+
 # Set-based seeding (setup, not measured): line i goes to SKU i mod n; its hash gives a quantity
 # of 1..3, a tier (10% vip), partial shipment allowed for two lines in three, and an order time
 # spread over about eight days. md5 of the run tag makes the order ids unique per run.
@@ -73,6 +75,7 @@ CLEANUP = (
     "DELETE FROM waiting_line WHERE sku = ANY($1::text[])",
     "DELETE FROM book_sku WHERE sku = ANY($1::text[])",
     "DELETE FROM priority_policy WHERE scope = ANY($1::text[])",
+    "DELETE FROM inbound_supply WHERE sku = ANY($1::text[])",
     # Events about the run's SKUs (keyed by SKU) are published: keeping them would only make a
     # later start of this database republish them to a new in-memory broker.
     "DELETE FROM outbox WHERE key = ANY($1::text[]) AND sent_at IS NOT NULL",
@@ -110,6 +113,25 @@ async def seed_book(conn: asyncpg.Connection, tag: str, skus: list[str], lines: 
     await vacuum(conn)
     rows = await conn.fetch(SELECT_SEEDED, skus)
     return [SeededLine(r["order_id"], r["line_no"], r["sku"], r["qty_waiting"], r["ordered_at"]) for r in rows]
+
+
+SEED_PURCHASE_ORDERS = """
+    INSERT INTO inbound_supply (purchase_order_id, sku, qty_open, expected_at, version, status, receipt_ids)
+    SELECT u.po, u.sku, u.qty, current_date + 7 * (u.round + 1), 1, 'open', '{}'
+    FROM unnest($1::text[], $2::text[], $3::int[], $4::int[]) AS u(po, sku, qty, round)
+"""
+
+
+async def seed_purchase_orders(conn: asyncpg.Connection, receipts: list[Receipt]) -> None:
+    """For --dated: one open purchase order per receipt, of exactly its quantity, due a week after
+    the SKU's previous one, as the allocator holds them once inventory has announced them."""
+    await conn.execute(
+        SEED_PURCHASE_ORDERS,
+        [r.purchase_order_id for r in receipts],
+        [r.sku for r in receipts],
+        [r.qty for r in receipts],
+        [r.round for r in receipts],
+    )
 
 
 async def vacuum(conn: asyncpg.Connection) -> None:

@@ -25,16 +25,30 @@ class Receipt:
     receipt_id: str
     sku: str
     qty: int
+    purchase_order_id: str | None = None  # with --dated: the purchase order it delivers, exactly
+    round: int = 0  # its place among the SKU's receipts (0 first)
+
+    def event(self) -> GoodsReceived:
+        line = ReceivedLine(sku=self.sku, qty=self.qty)
+        return GoodsReceived(
+            receipt_id=self.receipt_id, warehouse="WH-BENCH", purchase_order_id=self.purchase_order_id, lines=(line,)
+        )
 
 
-def split_receipts(supply: dict[str, int], per_sku: int, tag: str) -> list[Receipt]:
+def split_receipts(supply: dict[str, int], per_sku: int, tag: str, dated: bool = False) -> list[Receipt]:
     """Every unit of every SKU, in `per_sku` near-equal receipts (fewer when a SKU has fewer units),
-    interleaved across SKUs so all books are drained at once."""
+    interleaved across SKUs so all books are drained at once. `dated`: each receipt delivers a
+    purchase order of its own (seeded by drain_book.seed_purchase_orders)."""
     per_sku_receipts: list[list[Receipt]] = []
     for index, (sku, units) in enumerate(sorted(supply.items())):
         parts = max(1, min(per_sku, units))
         sizes = [units // parts + (1 if k < units % parts else 0) for k in range(parts)]
-        per_sku_receipts.append([Receipt(f"RCPT-{tag}-{index:03d}-{k}", sku, size) for k, size in enumerate(sizes)])
+        per_sku_receipts.append(
+            [
+                Receipt(f"RCPT-{tag}-{index:03d}-{k}", sku, size, f"PO-{tag}-{index:03d}-{k}" if dated else None, k)
+                for k, size in enumerate(sizes)
+            ]
+        )
     rounds = max((len(receipts) for receipts in per_sku_receipts), default=0)
     return [receipts[k] for k in range(rounds) for receipts in per_sku_receipts if k < len(receipts)]
 
@@ -48,8 +62,7 @@ async def publish_receipts(
     await producer.partitions_for(topic)  # metadata first, so the first send is not slower than the rest
     messages = []
     for receipt in receipts:
-        line = ReceivedLine(sku=receipt.sku, qty=receipt.qty)
-        event = GoodsReceived(receipt_id=receipt.receipt_id, warehouse="WH-BENCH", lines=(line,))
+        event = receipt.event()
         payload = event.model_dump(mode="json")
         envelope = Envelope(event_type=event.event_type, correlation_id=receipt.receipt_id, producer="bench", payload=payload)
         headers = [("event_type", event.event_type.encode()), ("event_id", str(envelope.event_id).encode())]

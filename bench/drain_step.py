@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from bench.drain_bus import Receipt
-from services.allocator import handlers
+from services.allocator import book, handlers
+from services.allocator.domain import EtaReason
 from shared.bus.outbox import UnitOfWork
 from shared.db import create_engine, session_factory
-from shared.events import GoodsReceived, ReceivedLine
 from shared.settings import Settings
 
 
@@ -56,9 +56,7 @@ async def time_allocation_step(database_url: str, settings: Settings, receipts: 
             started = time.perf_counter()
             events = 0
             for receipt in receipts:
-                line = ReceivedLine(sku=receipt.sku, qty=receipt.qty)
-                event = GoodsReceived(receipt_id=receipt.receipt_id, warehouse="WH-BENCH", lines=(line,))
-                await handlers.on_goods_received(event, uow)
+                await handlers.on_goods_received(receipt.event(), uow)
                 events += len(uow.pending)
                 await uow.flush_events()
             seconds = time.perf_counter() - started
@@ -71,3 +69,18 @@ async def time_allocation_step(database_url: str, settings: Settings, receipts: 
     finally:
         await engine.dispose()
     return AllocationStep(seconds, events, event_floor_seconds)
+
+
+async def date_book(database_url: str, settings: Settings, skus: list[str]) -> int:
+    """Setup for --dated, not measured: promise every seeded line its date from the seeded purchase
+    orders, as the allocator did when they arrived; the EtaChanged events are not written (no
+    consumer of this benchmark reads them). Returns the lines dated."""
+    engine = create_engine(database_url, 1)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            uow = UnitOfWork(session=session, producer="allocator", settings=settings)
+            dated = await book.redate(uow, await book.lock_book(session, skus), EtaReason.PURCHASE_ORDER_CHANGED)
+            uow.pending.clear()
+    finally:
+        await engine.dispose()
+    return dated

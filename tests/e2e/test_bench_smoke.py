@@ -3,12 +3,15 @@ verify a book correctly. Correctness only: its timings are the benchmark's busin
 
 from __future__ import annotations
 
+import pytest
+
 from bench.drain import DrainConfig, run_drain
 from shared.devstack.stack import Devstack
 
 
-async def test_the_drain_benchmark_allocates_every_seeded_line_exactly_once_in_fifo_order(stack: Devstack) -> None:
-    config = DrainConfig(lines=500, skus=5, receipts_per_sku=3, timeout_s=180)
+@pytest.mark.parametrize("dated", [False, True], ids=["undated", "dated"])
+async def test_the_drain_benchmark_allocates_every_seeded_line_exactly_once_in_fifo_order(stack: Devstack, dated: bool) -> None:
+    config = DrainConfig(lines=500, skus=5, receipts_per_sku=3, timeout_s=180, dated=dated)
 
     result = await run_drain(stack, config)
     # The other services dead-letter the run's events (its SKUs and orders are unknown to them):
@@ -21,3 +24,4 @@ async def test_the_drain_benchmark_allocates_every_seeded_line_exactly_once_in_f
     assert result.events >= result.lines  # a line split across two receipts gets two events
     assert result.anchor.lines == result.lines and result.anchor.units == result.units
     assert result.lines_per_s > 0 and result.latency_ms["p50"] <= result.latency_ms["p99"]
+    assert result.lines_dated == (result.lines if dated else 0)  # dated: the receipts' purchase orders cover every line
