@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.events import Envelope, Event, parse_envelope
 from shared.settings import Settings
 
+from .crashpoints import CONSUMER_AFTER_DB_COMMIT, crash_point
 from .outbox import UnitOfWork, unit_of_work
 
 log = logging.getLogger("bus.consumer")
@@ -172,6 +173,7 @@ class EventConsumer:
                 self._consumer.seek(tp, records[0].offset)
             await self._pause(delay)
             return
+        crash_point(CONSUMER_AFTER_DB_COMMIT)
         await self._commit(tp, records[-1].offset + 1)
 
     async def _handle_records(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:

@@ -21,6 +21,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from shared.settings import Settings, asyncpg_dsn
 
+from .crashpoints import RELAY_AFTER_PUBLISH, RELAY_BEFORE_PUBLISH, crash_point
 from .offsets import HighwaterProbe
 from .tables import OUTBOX_CHANNEL
 
@@ -134,10 +135,12 @@ class OutboxRelay:
         if not rows:
             return False
         batches = await self._record_batches(rows)
+        crash_point(RELAY_BEFORE_PUBLISH)
         futures = [
             await self.producer.send_batch(batch.builder, batch.tp.topic, partition=batch.tp.partition) for batch in batches
         ]
         acks = await asyncio.gather(*futures)  # every batch acknowledged before a row is marked
+        crash_point(RELAY_AFTER_PUBLISH)
         ids: list[int] = []
         partitions: list[int] = []
         offsets: list[int] = []

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -107,8 +108,11 @@ class Devstack:
         env["PYTHONPATH"] = str(REPO)
         return env
 
-    def start_service(self, name: str, port: int, key: str | None = None) -> ServiceProcess:
-        """One uvicorn process per service; `key` names extra instances (e.g. a second allocator)."""
+    def start_service(
+        self, name: str, port: int, key: str | None = None, extra_env: Mapping[str, str] | None = None
+    ) -> ServiceProcess:
+        """One uvicorn process per service; `key` names extra instances (e.g. a second allocator);
+        `extra_env` adds variables for this process only (e.g. FAULT_CRASH_AT in the fault tests)."""
         log_file = None
         if self.log_to_files:
             (self.root / "logs").mkdir(parents=True, exist_ok=True)
@@ -116,9 +120,8 @@ class Devstack:
         command = [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", self.settings.host, "--port", str(port),
                    "--no-access-log", "--timeout-graceful-shutdown", "10"]
         # A session of its own: Ctrl-C in the terminal reaches only the orchestrator, which drains first.
-        process = subprocess.Popen(
-            command, cwd=REPO, env=self.service_env(), stdout=log_file, stderr=log_file, start_new_session=True
-        )
+        env = {**self.service_env(), **(extra_env or {})}
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=log_file, start_new_session=True)
         self.services[key or name] = ServiceProcess(name, port, process, log_file)
         return self.services[key or name]
 
