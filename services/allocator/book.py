@@ -37,15 +37,15 @@ from shared.events import EtaChanged
 INSERT_MISSING_SKUS = text(
     "INSERT INTO book_sku (sku) SELECT s FROM unnest(CAST(:skus AS text[])) AS s ORDER BY s ON CONFLICT (sku) DO NOTHING"
 )
-LOCK_SKUS = text(
+LOCK_SKUS = text("SELECT sku FROM book_sku WHERE sku = ANY(CAST(:skus AS text[])) ORDER BY sku FOR UPDATE")
+# Read by its own statement once the SKUs are locked: joined into the locking statement, a policy
+# changed while that statement waited for the lock would be read as it was before the wait.
+SELECT_POLICIES = text(
     """
-    SELECT b.sku, s.policy AS own_policy, g.policy AS global_policy
-    FROM book_sku b
-    LEFT JOIN priority_policy s ON s.scope = b.sku
+    SELECT u.sku, s.policy AS own_policy, g.policy AS global_policy
+    FROM unnest(CAST(:skus AS text[])) AS u(sku)
+    LEFT JOIN priority_policy s ON s.scope = u.sku
     LEFT JOIN priority_policy g ON g.scope = 'global'
-    WHERE b.sku = ANY(CAST(:skus AS text[]))
-    ORDER BY b.sku
-    FOR UPDATE OF b
     """
 )
 SELECT_WAITING = text(
@@ -190,13 +190,15 @@ async def lock_book(session: AsyncSession, skus: Iterable[str]) -> dict[str, Pri
     though, and two instances' transactions can then lock in crossing orders: PostgreSQL aborts
     one (deadlock detected, after deadlock_timeout), and the consumer applies that batch again one
     event per transaction, so it costs time, never a unit. Missing rows are inserted first: a row
-    that does not exist cannot be locked.
+    that does not exist cannot be locked. The policies are read after the lock is held, so a policy
+    change committed while we waited is the one applied.
     """
     wanted = sorted(set(skus))
     if not wanted:
         return {}
     await session.execute(INSERT_MISSING_SKUS, {"skus": wanted})
-    rows = (await session.execute(LOCK_SKUS, {"skus": wanted})).all()
+    await session.execute(LOCK_SKUS, {"skus": wanted})
+    rows = (await session.execute(SELECT_POLICIES, {"skus": wanted})).all()
     return {row.sku: policy_in_force(row.own_policy, row.global_policy) for row in rows}
 
 

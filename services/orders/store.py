@@ -18,12 +18,13 @@ from shared.events import ShipmentLine
 LINE_FIELDS = tuple(field.name for field in fields(Line))
 LINE_COLUMNS = ", ".join(f"l.{name}" for name in LINE_FIELDS)
 
-# FOR UPDATE OF the order row serialises every change to one order (HTTP and events alike), so
-# two writers never decide on stale line values.
-LOCK_ORDER = text(
-    f"SELECT o.partial_allowed, {LINE_COLUMNS} FROM orders o JOIN order_line l ON l.order_id = o.id "
-    "WHERE o.id = :order_id ORDER BY l.line_no FOR UPDATE OF o"
-)
+# The order row's lock serialises every change to one order (HTTP and events alike). The lines are
+# read by a second statement, after the lock is held: a statement that waited for a lock sees only
+# the locked row's newest version, the rows it joined come from the snapshot taken before the wait,
+# and writing those back would undo what the writer we waited for committed (a cancel answered 200,
+# then lost).
+LOCK_ORDER = text("SELECT partial_allowed FROM orders WHERE id = :order_id FOR UPDATE")
+READ_LINES = text(f"SELECT {LINE_COLUMNS} FROM order_line l WHERE l.order_id = :order_id ORDER BY l.line_no")
 INSERT_LINES = text(
     f"INSERT INTO order_line (order_id, {', '.join(LINE_FIELDS)}, state) "
     f"VALUES (:order_id, {', '.join(':' + name for name in LINE_FIELDS)}, :state)"
@@ -56,11 +57,13 @@ async def insert_lines(session: AsyncSession, order_id: UUID, lines: Sequence[Li
 
 
 async def lock_order(session: AsyncSession, order_id: UUID) -> Order | None:
-    rows = (await session.execute(LOCK_ORDER, {"order_id": order_id})).all()
-    if not rows:
+    """Lock the order, then read its lines as they are once we hold the lock (see LOCK_ORDER)."""
+    partial_allowed = (await session.execute(LOCK_ORDER, {"order_id": order_id})).scalar_one_or_none()
+    if partial_allowed is None:
         return None
-    lines = tuple(Line(**dict(zip(LINE_FIELDS, row[1:], strict=True))) for row in rows)
-    return Order(id=order_id, partial_allowed=rows[0][0], lines=lines)
+    rows = (await session.execute(READ_LINES, {"order_id": order_id})).all()
+    lines = tuple(Line(**dict(zip(LINE_FIELDS, row, strict=True))) for row in rows)
+    return Order(id=order_id, partial_allowed=partial_allowed, lines=lines)
 
 
 async def save_lines(session: AsyncSession, before: Order, after: Order) -> None:
