@@ -74,14 +74,12 @@ NUMBER_SHORTFALLS = text(
     "UPDATE stock AS s SET short_seq = s.short_seq + d.n FROM unnest(CAST(:skus AS text[]), CAST(:counts AS int[])) "
     "AS d(sku, n) WHERE s.sku = d.sku RETURNING s.sku, s.short_seq"
 )
-# Waiting lines numbered after the allocator's last seen shortfall and after the last one a
-# put-away already served: the allocator did not know them when it put units on the shelf.
+# Units still waiting on lines numbered after the allocator's last booked shortfall: the allocator
+# did not know them when it decided to put units on the shelf.
 UNSEEN_SHORTFALLS = text(
-    "SELECT coalesce(sum(l.waiting), 0) AS units, coalesce(max(l.short_seq), 0) AS newest FROM line_stock l "
-    "JOIN stock s ON s.sku = l.sku WHERE l.sku = :sku AND l.waiting > 0 AND NOT l.cancelled "
-    "AND l.short_seq > greatest(:seen, s.shorts_released)"
+    "SELECT coalesce(sum(waiting), 0) FROM line_stock "
+    "WHERE sku = :sku AND waiting > 0 AND NOT cancelled AND short_seq > :seen"
 )
-MARK_SHORTFALLS_RELEASED = text("UPDATE stock SET shorts_released = greatest(shorts_released, :seq) WHERE sku = :sku")
 
 
 async def lock_stock(session: AsyncSession, skus: Iterable[str]) -> dict[str, Buckets]:
@@ -207,10 +205,7 @@ async def number_shortfalls(session: AsyncSession, shorts_per_sku: Mapping[str, 
     return {row.sku: row.short_seq - counts[row.sku] + 1 for row in rows}
 
 
-async def take_unseen_shortfalls(session: AsyncSession, sku: str, shorts_seen: int) -> int:
-    """Units waiting on shortfalls the allocator had not booked when it put units away (each
-    shortfall counted once, so a release and its put-away cannot bounce forever)."""
-    row = (await session.execute(UNSEEN_SHORTFALLS, {"sku": sku, "seen": shorts_seen})).one()
-    if row.units:
-        await session.execute(MARK_SHORTFALLS_RELEASED, {"sku": sku, "seq": row.newest})
-    return int(row.units)
+async def unseen_shortfall_units(session: AsyncSession, sku: str, shorts_seen: int) -> int:
+    """Units waiting, now, on shortfalls the allocator had not booked when it decided a put-away
+    (the SKU's row is locked, so no shortfall is numbered meanwhile)."""
+    return int((await session.execute(UNSEEN_SHORTFALLS, {"sku": sku, "seen": shorts_seen})).scalar_one())

@@ -121,6 +121,9 @@ async def ship(uow: UnitOfWork, event: Shipped) -> None:
     sources = [(line.line_no, line.source) for line in event.lines]
     if len(set(sources)) != len(sources):
         raise Unapplicable(f"shipment {event.shipment_id} names a line twice with the same source")
+    # Locked before reading what was shipped already: a copy of this shipment applied while we
+    # waited (e.g. unparked by an allocation) must be seen, not shipped a second time.
+    await ledger.lock_stock(uow.session, (line.sku for line in event.lines))
     done = {
         (row.line_no, row.source)
         for row in await uow.session.execute(
@@ -130,7 +133,6 @@ async def ship(uow: UnitOfWork, event: Shipped) -> None:
     todo = [line for line in event.lines if (line.line_no, line.source) not in done]
     if not todo:
         return
-    await ledger.lock_stock(uow.session, (line.sku for line in todo))
     holdings = await ledger.lock_lines(uow.session, ((event.order_id, line.line_no) for line in todo))
     deltas: dict[str, Buckets] = defaultdict(Buckets)
     moved: dict[ledger.LineKey, LineHolding] = {}
@@ -210,12 +212,20 @@ async def allocate_backorder(uow: UnitOfWork, event: BackorderAllocated) -> None
 
 
 async def put_away(uow: UnitOfWork, event: GoodsPutAway) -> None:
-    """What nobody waits for goes on the shelf, available to new orders. Units the allocator put
-    away while a shortfall it had not booked yet was on its way (StockShort and the receipt travel
-    on different topics) go back to it first, as a release: backordered customers come first."""
+    """What nobody waits for goes on the shelf, available to new orders; inventory, which numbers
+    every shortfall, decides what that is. The allocator's put-away says which shortfalls it had
+    booked (`shorts_seen`); units for lines reported short after those (StockShort and the receipt
+    travel on different topics, and either may lag) go back to the book as a release instead:
+    backordered customers come first.
+
+    Every put-away is judged against what still waits, so any number of put-aways decided before
+    the allocator caught up each hand back what those lines need. Cannot bounce forever: the
+    release travels on the SKU's partition behind those StockShorts, so the allocator has booked
+    them when it reads it, and a put-away of the release names them as seen. A unit released for
+    a line that another release serves first comes back once, and is shelved then."""
     if not await _pending_units(uow, event, None):
         return
-    to_book = min(event.qty, await ledger.take_unseen_shortfalls(uow.session, event.sku, event.shorts_seen))
+    to_book = min(event.qty, await ledger.unseen_shortfall_units(uow.session, event.sku, event.shorts_seen))
     await ledger.apply_deltas(uow.session, {event.sku: domain.put_away_delta(event.qty - to_book)})
     await ledger.release(uow, event.sku, to_book, "backordered meanwhile")
 

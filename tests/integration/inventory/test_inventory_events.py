@@ -330,3 +330,35 @@ async def test_units_put_away_while_a_shortfall_was_on_its_way_serve_that_line_f
     assert (line["reserved"], line["waiting"]) == (2, 0), "the waiting line was served from the released units"
     stock = await inv.stock(sku)
     assert (stock["received"], stock["reserved"], stock["available"], stock["pending"]) == (7, 2, 5, 0)
+
+
+async def test_every_put_away_made_before_shortfalls_were_booked_serves_them_before_the_shelf(
+    inv: InventoryKit, db: Any
+) -> None:
+    """After consumer lag the allocator can put several receipts away before it books the lines
+    inventory reported short meanwhile. Every such put-away hands the book the units those lines
+    still wait for, however many put-aways it takes: nothing reaches the shelf while they wait.
+    (It used to serve only the first put-away and shelve the rest while lines waited.)"""
+    sku = await inv.sku()
+    orders = [inv.order((sku, 2), partial=True) for _ in range(3)]
+    for order in orders:
+        await inv.publish(order)
+    await inv.settle()  # three lines short, 6 units waiting, booked by the live allocator
+
+    engine = create_engine(inv.stack.settings.service_database_url("inventory"), 1)
+    sessions = session_factory(engine)
+    try:
+        for qty in (3, 4):  # two receipts the allocator put away before it had booked any shortfall
+            receipt_id = inv.new_id("R")
+            async with unit_of_work(sessions, "tests", inv.stack.settings) as uow:
+                await movements.receive_goods(uow, receipt(receipt_id, (sku, qty)), via="http")
+            async with unit_of_work(sessions, "tests", inv.stack.settings) as uow:
+                await movements.put_away(uow, GoodsPutAway(sku=sku, qty=qty, source="receipt", source_id=receipt_id))
+    finally:
+        await engine.dispose()
+    await inv.settle()
+
+    lines = [(await line_stock(db, order.order_id))[1] for order in orders]
+    assert [(line["reserved"], line["waiting"]) for line in lines] == [(2, 0)] * 3, "every waiting line was served"
+    stock = await inv.stock(sku)
+    assert (stock["received"], stock["reserved"], stock["available"], stock["backordered"]) == (7, 6, 1, 0)
