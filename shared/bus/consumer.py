@@ -343,14 +343,18 @@ class EventConsumer:
                 # Larger than our producer may send: it would fail the same way for ever and hold the
                 # partition. Park the reason without the value, which stays at its source offset.
                 size = len(record.value or b"")
-                await self._send_dead_letter(record, None, f"{reason} (value of {size} bytes not copied: {error})")
+                why = f"{reason} (value of {size} bytes not copied: {error})"
+                await self._send_dead_letter(record, None, why, [("dlq.value_dropped", str(size).encode())])
         except Exception as error:
             raise DeadLetterFailed(f"{record.topic}[{record.partition}]@{record.offset}: {error!r}") from error
         self._dead_letter_failures = 0
         self.dead_lettered += 1
         log.error("%s: dead-lettered %s[%d]@%d: %s", self.name, record.topic, record.partition, record.offset, reason)
 
-    async def _send_dead_letter(self, record: ConsumerRecord[bytes, bytes], value: bytes | None, reason: str) -> None:
+    async def _send_dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], value: bytes | None, reason: str,
+        extra_headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
         headers = [
             *(record.headers or []),
             ("dlq.reason", reason.encode()[:4000]),
@@ -358,6 +362,7 @@ class EventConsumer:
             ("dlq.topic", record.topic.encode()),
             ("dlq.partition", str(record.partition).encode()),
             ("dlq.offset", str(record.offset).encode()),
+            *extra_headers,
         ]
         send = self.producer.send_and_wait(f"{record.topic}.dlq", value=value, key=record.key, headers=headers)
         await asyncio.wait_for(send, DEAD_LETTER_TIMEOUT_S)
