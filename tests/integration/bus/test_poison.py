@@ -1,7 +1,8 @@
 """Poison messages never block a partition: each case puts one bad message on a private topic, then a
 valid event with the same key (so on the same partition, behind it), and checks that the valid
 event takes effect and the bad one is where it belongs: in `<topic>.dlq` with its reason, or
-passed over (counted as skipped when its type is unknown to this build)."""
+passed over (counted as skipped when its type is unknown to this build). Also: a consumer group
+apart from the inbox's name replays a topic without a second effect."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 from support import envelope_for, eventually, read_topic
 
@@ -167,3 +169,47 @@ async def test_a_poison_message_does_not_block_its_partition(
         await asyncio.wait_for(task, 15)
         await dlq_producer.stop()
         await engine.dispose()
+
+
+async def committed(settings: Settings, group: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(2)]
+        offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+        return sum(max(o.offset, 0) for o in offsets.values())
+    finally:
+        await admin.close()
+
+
+async def test_a_fresh_group_replays_the_topic_and_the_inbox_absorbs_it(
+    poison_bus: PoisonBus, producer: AIOKafkaProducer
+) -> None:
+    """group_id apart from name: a new group reads from offset zero, the inbox (kept by name) knows
+    every event already applied, so the replay has no second effect."""
+    topic = f"replay-{uuid4().hex[:8]}"
+    await ensure_topics(poison_bus.settings.kafka_bootstrap_servers, [topic, f"{topic}.dlq"], partitions=2)
+    settings = poison_bus.settings.model_copy(update={"topic_orders": topic})
+    events = [order_placed() for _ in range(3)]
+    for event in events:
+        await producer.send_and_wait(topic, value=wire(envelope_for(event)), key=str(event.order_id).encode())
+    name = f"replay-{uuid4().hex[:6]}"
+    engine = create_engine(poison_bus.database_url, 2)
+    try:
+        for group in (None, f"{name}-fresh"):
+            consumer = EventConsumer(name, [topic], {"OrderPlaced": record_effect}, session_factory(engine), producer,
+                                     settings, group_id=group)
+            task = asyncio.create_task(consumer.run())
+            kafka_group = group or name
+            try:
+                assert await eventually(lambda: _committed_all(settings, kafka_group, topic, 3), timeout=30)  # noqa: B023
+            finally:
+                consumer.stop()
+                await asyncio.wait_for(task, 15)
+        assert [await applied(poison_bus, e.order_id) for e in events] == [1, 1, 1]
+    finally:
+        await engine.dispose()
+
+
+async def _committed_all(settings: Settings, group: str, topic: str, count: int) -> bool:
+    return await committed(settings, group, topic) == count
