@@ -262,13 +262,14 @@ class EventConsumer:
             await self._apply(usable)
         except Exception as error:
             if is_unreachable(error):
-                self._db_outage.failed(error, f"; {self.name} retries with backoff, committing nothing past it")
+                self._db_outage.failed(error, "; retrying with backoff, committing nothing past the failed event")
             else:
                 log.warning("%s: batch of %d on %s failed (%r); handling one by one", self.name, len(usable), tp, error)
             for received in usable:
                 await self._apply_with_retries(received)
             return
-        self._db_outage.recovered("retries")
+        if usable:  # only a batch that used the database proves it is back
+            self._db_outage.recovered("retries")
 
     def _pass_over(self, event_type: str) -> None:
         """A type without a handler here is none of this consumer's business; one unknown to this
@@ -328,7 +329,7 @@ class EventConsumer:
                     return
                 delay = min(self.settings.handler_retry_backoff_s * 2 ** (attempt - 1), 10.0)
                 if is_unreachable(error):  # told once per outage, not once per retry
-                    self._db_outage.failed(error, f"; {self.name} retries with backoff, committing nothing past it")
+                    self._db_outage.failed(error, "; retrying with backoff, committing nothing past the failed event")
                 else:
                     log.warning("%s: retrying %s in %.1fs (%r)", self.name, received.envelope.event_type, delay, error)
                 await self._pause(delay)
