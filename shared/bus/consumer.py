@@ -104,6 +104,7 @@ class EventConsumer:
     _dead_letter_failures: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _unfetched_since: dict[TopicPartition, float] = field(default_factory=dict)
+    _delivered_at: dict[TopicPartition, float] = field(default_factory=dict)
     _unknown_types: set[str] = field(default_factory=set)
     _db_outage: OutageTracker = field(init=False)
 
@@ -136,8 +137,9 @@ class EventConsumer:
 
     def fetch_silence_s(self) -> float:
         """Seconds since the assigned partition heard from least recently got a fetch response
-        (aiokafka stamps every successful response, empty or not); 0 when nothing is assigned. A
-        partition not fetched yet counts from when it was first seen so (just assigned)."""
+        (aiokafka stamps every successful response, empty or not) or handed us records (one with a
+        backlog buffered is not fetched again until we take it); 0 when nothing is assigned. A
+        partition with neither yet counts from when it was first seen so (just assigned)."""
         kafka = self._consumer
         if kafka is None:
             return 0.0
@@ -149,13 +151,15 @@ class EventConsumer:
                 stamp_ms = kafka.last_poll_timestamp(tp)
             except AssertionError:  # revoked between assignment() and here
                 continue
-            if stamp_ms is None:
-                oldest = min(oldest, self._unfetched_since.setdefault(tp, now))
-            else:
+            heard = max((stamp_ms or 0) / 1000, self._delivered_at.get(tp, 0.0))
+            if heard:
                 self._unfetched_since.pop(tp, None)
-                oldest = min(oldest, stamp_ms / 1000)
-        for tp in [tp for tp in self._unfetched_since if tp not in assigned]:
-            del self._unfetched_since[tp]
+            else:
+                heard = self._unfetched_since.setdefault(tp, now)
+            oldest = min(oldest, heard)
+        for seen in (self._unfetched_since, self._delivered_at):
+            for tp in [tp for tp in seen if tp not in assigned]:
+                del seen[tp]
         return max(0.0, now - oldest)
 
     async def supervise(self) -> None:
@@ -203,6 +207,7 @@ class EventConsumer:
         self._consumer = consumer
         self._up_since = None
         self._unfetched_since.clear()
+        self._delivered_at.clear()
         try:
             await consumer.start()  # joins the group: returns once partitions are assigned
             self.down = False
@@ -210,7 +215,9 @@ class EventConsumer:
             while not self._stopping:
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.settings.kafka_max_poll_records)
                 self.last_poll_at = time.monotonic()
+                delivered_at = time.time()
                 for tp, records in batch.items():
+                    self._delivered_at[tp] = delivered_at
                     await self._handle_partition(tp, records)
         finally:
             self._consumer = None

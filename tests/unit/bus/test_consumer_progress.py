@@ -49,6 +49,13 @@ def test_no_fetch_response_for_a_while_is_a_stall_even_while_polling() -> None:
     assert not consumer.healthy
 
 
+def test_a_partition_whose_backlog_is_being_handed_over_is_progressing() -> None:
+    """Buffered records are not fetched again until taken: records handed over count as heard."""
+    consumer = consumer_with({P0: time.time() - 20})
+    consumer._delivered_at[P0] = time.time() - 0.2
+    assert consumer.progress() == "ok"
+
+
 def test_a_partition_not_fetched_yet_counts_from_when_it_was_first_seen(monkeypatch: pytest.MonkeyPatch) -> None:
     consumer = consumer_with({P0: None})
     assert consumer.progress() == "ok"  # just assigned
