@@ -8,6 +8,7 @@ that keys it, so that events about one entity stay in order on one partition.
 from __future__ import annotations
 
 import os
+from collections.abc import Container
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
@@ -377,10 +378,24 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
-def parse_envelope(raw: bytes) -> tuple[Envelope, Event]:
-    """Validate a message from the wire; raises ValueError (incl. ValidationError) when it cannot be used."""
+def parse_envelope(raw: bytes, handled: Container[str] | None = None) -> tuple[Envelope, Event]:
+    """Validate a message from the wire; raises ValueError (incl. ValidationError) when it cannot be used.
+
+    With `handled` (the event types the reader has handlers for), any other type raises
+    UnknownEventType before its payload is validated: a reader skips what it does not handle, so a
+    type added by a newer producer (or a payload only its real consumer understands) is not its
+    poison. A schema_version newer than the model's is refused with the version named: reading a
+    version 2 payload as version 1 would silently drop or misread what changed."""
     envelope = Envelope.model_validate_json(raw)
-    return envelope, envelope.parsed()
+    model = EVENT_TYPES.get(envelope.event_type)
+    if model is None or (handled is not None and envelope.event_type not in handled):
+        raise UnknownEventType(envelope.event_type)
+    if envelope.schema_version > model.schema_version:
+        raise ValueError(
+            f"{envelope.event_type} schema_version {envelope.schema_version} is newer than the"
+            f" {model.schema_version} this build reads"
+        )
+    return envelope, model.model_validate(envelope.payload)
 
 
 __all__ = ["EVENT_TYPES", "Envelope", "Event", "ValidationError", "parse_envelope", "utc_now"]

@@ -1,5 +1,6 @@
 """Wiring every service shares: the FastAPI app and its lifespan (database pool, producer, outbox
-relay, consumer), health and readiness, problem-details errors and the request-size guard."""
+relay, consumer), health and readiness, problem-details errors (503 while the database is
+unreachable), rate-limited logs and the request-size guard."""
 
 from __future__ import annotations
 
@@ -17,22 +18,33 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.bus.consumer import EventConsumer, Handler
+from shared.bus.consumer import EventConsumer, Handler, is_unreachable
 from shared.bus.outbox import UnitOfWork, unit_of_work
 from shared.bus.relay import OutboxRelay
 from shared.db import create_engine, session_factory
 from shared.events import Stream
+from shared.logs import OutageTracker, RepeatFilter
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("service")
 
 
 def configure_logging(level: str) -> None:
+    """The process's log handler, rate-limited: a lost broker or database makes aiokafka and the
+    bus repeat the same few lines thousands of times a minute. Only the handler configured here
+    is filtered (records still reach every other handler, e.g. a test's log capture)."""
+    root = logging.getLogger()
+    existing = list(root.handlers)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for handler in root.handlers:
+        if handler not in existing and not any(isinstance(f, RepeatFilter) for f in handler.filters):
+            RepeatFilter().install(handler)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -118,6 +130,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
             if consumer:
                 consumer.stop()
             relay.stop()
+            database_outage(app).close()
             await asyncio.wait(tasks, timeout=15)
             for task in tasks:
                 task.cancel()
@@ -127,7 +140,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title=spec.title, lifespan=lifespan, version="1.0.0")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    install_error_handlers(app)
+    install_error_handlers(app, settings.database_retry_after_s)
 
     @app.middleware("http")
     async def refuse_writes_while_draining(request: Request, call_next: Any) -> Any:
@@ -166,21 +179,22 @@ def health_router() -> APIRouter:
         except Exception as error:
             checks["broker"] = f"unavailable: {error.__class__.__name__}"
         if context.consumer is not None:
-            consumer = context.consumer
-            down = f"down (crashed {consumer.restarts}x, restarting)"
-            checks["consumer"] = "ok" if consumer.healthy else down if consumer.down else "stalled"
+            checks["consumer"] = context.consumer.progress()
         ready = all(value == "ok" for value in checks.values())
         return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
 
     return router
 
 
-def problem(status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     """RFC 9457 problem details: what went wrong and, for bad input, which field and why."""
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if errors is not None:
         body["errors"] = errors
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
 def invalid(field: str, reason: str) -> RequestValidationError:
@@ -202,7 +216,63 @@ def _field_error(err: Mapping[str, Any]) -> dict[str, str]:
     return {"field": field, "reason": str(err.get("msg", ""))}
 
 
-def install_error_handlers(app: FastAPI) -> None:
+@dataclass
+class DatabaseOutage:
+    """The app's view of its database being gone: requests that fail to reach it are refused with
+    503 and counted, the outage is logged when it starts and, found by a small probe that runs
+    only while the outage is open, when it ends. A probe, not the next request, decides that it
+    is over: a request that happens not to touch the database proves nothing."""
+
+    tracker: OutageTracker
+    probe_interval_s: float = 1.0
+    _probe: asyncio.Task[None] | None = None
+
+    def refused(self, error: BaseException, sessions: async_sessionmaker[AsyncSession] | None) -> None:
+        self.tracker.failed(error, "; requests get 503 until it is back")
+        if sessions is not None and (self._probe is None or self._probe.done()):
+            self._probe = asyncio.create_task(self._watch(sessions), name="database-outage-probe")
+
+    async def _watch(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        while self.tracker.open:
+            await asyncio.sleep(self.probe_interval_s)
+            try:
+                async with sessions() as session:
+                    await asyncio.wait_for(session.execute(text("SELECT 1")), 2)
+            except Exception:  # still down: the outage was logged when it began
+                continue
+            self.tracker.recovered("requests refused")
+
+    def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+
+
+def database_outage(app: FastAPI) -> DatabaseOutage:
+    outage: DatabaseOutage = app.state.database_outage
+    return outage
+
+
+# What an unreachable database raises (is_unreachable decides); handled below the framework's
+# catch-all, which would re-raise to the server and print a traceback per request.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, PoolTimeoutError, OSError)
+
+
+def install_error_handlers(app: FastAPI, retry_after_s: int = 2) -> None:
+    app.state.database_outage = DatabaseOutage(OutageTracker("database", log))
+
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        """503 + Retry-After while the database cannot be reached: the request did nothing and may
+        be sent again as it is; told once per outage in the log, not once per request."""
+        if not is_unreachable(exc):
+            return await unexpected(request, exc)
+        context: ServiceContext | None = getattr(request.app.state, "context", None)
+        database_outage(request.app).refused(exc, context.sessions if context else None)
+        detail = f"The database cannot be reached right now; retry the request in {retry_after_s} s."
+        return problem(503, "Database unavailable", detail, headers={"Retry-After": str(retry_after_s)})
+
+    for error_class in DATABASE_ERRORS:
+        app.add_exception_handler(error_class, database_error)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [_field_error(err) for err in exc.errors()]

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     def admin_database_url(self) -> str:
         return self.database_url
 
+    # Outages. A consumer whose assigned partitions got no fetch response (empty ones count) for
+    # this long is reported stalled by /readyz: its broker is gone, even though getmany returns.
+    consumer_stall_after_s: float = 10.0
+    # Retry-After of the 503 a request gets while its database is unreachable.
+    database_retry_after_s: int = 2
+
 
 def _service_override(service: str) -> str | None:
     return os.environ.get(f"{service.upper()}_DATABASE_URL")

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError, MessageSizeTooLargeError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.events import Envelope, Event, parse_envelope
+from shared.events import EVENT_TYPES, Envelope, Event, UnknownEventType, parse_envelope
+from shared.logs import OutageTracker
 from shared.settings import Settings
 
 from .crashpoints import CONSUMER_AFTER_DB_COMMIT, crash_point
@@ -30,19 +32,30 @@ Handler = Callable[[Any, UnitOfWork], Awaitable[None]]
 CLAIM_INBOX = text(
     "INSERT INTO inbox (consumer, event_id) VALUES (:consumer, :event_id) ON CONFLICT DO NOTHING RETURNING event_id"
 )
-TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
+UNREACHABLE = (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError, OSError, asyncio.TimeoutError)
 DEAD_LETTER_TIMEOUT_S = 15.0  # a send the broker never acknowledges must not hold the loop forever
 
 
-def is_transient(error: BaseException) -> bool:
-    """Connection trouble, a server starting or shutting down, deadlocks and serialization
-    failures pass: retry them without dead-lettering (SQLSTATE classes 08, 40, 53, 57P)."""
-    if isinstance(error, TRANSIENT):
+def _sqlstate(error: DBAPIError) -> str:
+    return str(getattr(error.orig, "sqlstate", "") or "")
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """The database cannot be used right now: connection refused or reset, a server starting or
+    shutting down, out of connections or resources, the pool timing out (SQLSTATE classes 08, 53,
+    57P). The HTTP side answers these with 503 + Retry-After, the consumer retries them."""
+    if isinstance(error, UNREACHABLE):
         return True
     if isinstance(error, DBAPIError):
-        sqlstate = str(getattr(error.orig, "sqlstate", "") or "")
-        return error.connection_invalidated or sqlstate[:2] in {"08", "40", "53"} or sqlstate.startswith("57P")
+        sqlstate = _sqlstate(error)
+        return error.connection_invalidated or sqlstate[:2] in {"08", "53"} or sqlstate.startswith("57P")
     return False
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth retrying without dead-lettering: an unreachable database, and deadlocks and
+    serialization failures (SQLSTATE class 40), which succeed when run again."""
+    return is_unreachable(error) or (isinstance(error, DBAPIError) and _sqlstate(error)[:2] == "40")
 
 
 class DeadLetter(Exception):
@@ -69,8 +82,14 @@ class EventConsumer:
     sessions: async_sessionmaker[AsyncSession]
     producer: AIOKafkaProducer
     settings: Settings
+    # The Kafka consumer group; `name` stays the inbox's consumer, so a fresh group (a replay from
+    # offset zero) still finds every event it already applied.
+    group_id: str | None = None
     processed: int = 0
     dead_lettered: int = 0
+    # Messages of an event type this build does not know (a newer producer's): passed over and
+    # committed, not dead-lettered. Known types without a handler here are passed over uncounted.
+    skipped: int = 0
     last_poll_at: float = field(default_factory=time.monotonic)
     restarts: int = 0
     # Restart backoff after a crash: doubles up to the cap, back to the start after a run that
@@ -84,6 +103,13 @@ class EventConsumer:
     _up_since: float | None = None
     _dead_letter_failures: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _unfetched_since: dict[TopicPartition, float] = field(default_factory=dict)
+    _delivered_at: dict[TopicPartition, float] = field(default_factory=dict)
+    _unknown_types: set[str] = field(default_factory=set)
+    _db_outage: OutageTracker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._db_outage = OutageTracker(f"{self.name}: database", log)
 
     def stop(self) -> None:
         self._stopping = True
@@ -91,9 +117,50 @@ class EventConsumer:
 
     @property
     def healthy(self) -> bool:
-        """Progress, not just a live task: a crashed consumer waiting for its restart is down, and
-        a stuck one stops polling."""
-        return not self.down and time.monotonic() - self.last_poll_at < 30
+        return self.progress() == "ok"
+
+    def progress(self) -> str:
+        """Progress, not just a live task: "ok", or why not. A crashed consumer waiting for its
+        restart is down; a loop stuck in one batch stops polling; and a consumer whose broker is
+        gone still polls (getmany returns empty batches), so the age of the last fetch response
+        for its partitions is what tells a dead broker from an idle topic (an idle connected
+        consumer gets an empty response every fetch_max_wait_ms)."""
+        if self.down:
+            return f"down (crashed {self.restarts}x, restarting)"
+        busy = time.monotonic() - self.last_poll_at
+        if busy >= 30:
+            return f"stalled: one batch has been handled for {busy:.0f} s"
+        silent = self.fetch_silence_s()
+        if busy < 2 and silent >= self.settings.consumer_stall_after_s:
+            return f"stalled: no fetch response from the broker for {silent:.0f} s"
+        return "ok"
+
+    def fetch_silence_s(self) -> float:
+        """Seconds since the assigned partition heard from least recently got a fetch response
+        (aiokafka stamps every successful response, empty or not) or handed us records (one with a
+        backlog buffered is not fetched again until we take it); 0 when nothing is assigned. A
+        partition with neither yet counts from when it was first seen so (just assigned)."""
+        kafka = self._consumer
+        if kafka is None:
+            return 0.0
+        now = time.time()
+        oldest = now
+        assigned = kafka.assignment()
+        for tp in assigned:
+            try:
+                stamp_ms = kafka.last_poll_timestamp(tp)
+            except AssertionError:  # revoked between assignment() and here
+                continue
+            heard = max((stamp_ms or 0) / 1000, self._delivered_at.get(tp, 0.0))
+            if heard:
+                self._unfetched_since.pop(tp, None)
+            else:
+                heard = self._unfetched_since.setdefault(tp, now)
+            oldest = min(oldest, heard)
+        for seen in (self._unfetched_since, self._delivered_at):
+            for tp in [tp for tp in seen if tp not in assigned]:
+                del seen[tp]
+        return max(0.0, now - oldest)
 
     async def supervise(self) -> None:
         """Run the consumer until stop(), restarting it after a crash: a dead consumer task would
@@ -129,7 +196,7 @@ class EventConsumer:
         consumer = AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            group_id=self.name,
+            group_id=self.group_id or self.name,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
@@ -139,6 +206,8 @@ class EventConsumer:
         )
         self._consumer = consumer
         self._up_since = None
+        self._unfetched_since.clear()
+        self._delivered_at.clear()
         try:
             await consumer.start()  # joins the group: returns once partitions are assigned
             self.down = False
@@ -146,7 +215,9 @@ class EventConsumer:
             while not self._stopping:
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.settings.kafka_max_poll_records)
                 self.last_poll_at = time.monotonic()
+                delivered_at = time.time()
                 for tp, records in batch.items():
+                    self._delivered_at[tp] = delivered_at
                     await self._handle_partition(tp, records)
         finally:
             self._consumer = None
@@ -179,19 +250,43 @@ class EventConsumer:
     async def _handle_records(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         usable: list[Received] = []
         for record in records:
+            # The relay's event_type header lets a reader pass over what it does not handle without
+            # parsing it; a message without the header (another producer) is judged by its envelope.
+            header = next((v for k, v in record.headers or () if k == "event_type"), None)
+            if header is not None and header.decode(errors="replace") not in self.handlers:
+                self._pass_over(header.decode(errors="replace"))
+                continue
             try:
-                envelope, event = parse_envelope(record.value or b"")
+                envelope, event = parse_envelope(record.value or b"", self.handlers)
+            except UnknownEventType as unhandled:
+                self._pass_over(str(unhandled))
+                continue
             except ValueError as error:
                 await self._dead_letter(record, f"unparseable: {error}".replace("\n", " ")[:2000])
                 continue
-            if envelope.event_type in self.handlers:
-                usable.append(Received(record, envelope, event))
+            usable.append(Received(record, envelope, event))
         try:
             await self._apply(usable)
         except Exception as error:
-            log.warning("%s: batch of %d on %s failed (%r); handling one by one", self.name, len(usable), tp, error)
+            if is_unreachable(error):
+                self._db_outage.failed(error, "; retrying with backoff, committing nothing past the failed event")
+            else:
+                log.warning("%s: batch of %d on %s failed (%r); handling one by one", self.name, len(usable), tp, error)
             for received in usable:
                 await self._apply_with_retries(received)
+            return
+        if usable:  # only a batch that used the database proves it is back
+            self._db_outage.recovered("retries")
+
+    def _pass_over(self, event_type: str) -> None:
+        """A type without a handler here is none of this consumer's business; one unknown to this
+        build (a newer producer's) is counted, and told once per type, since a deploy is behind."""
+        if event_type in EVENT_TYPES:
+            return
+        self.skipped += 1
+        if event_type not in self._unknown_types and len(self._unknown_types) < 100:
+            self._unknown_types.add(event_type)
+            log.warning("%s: skipping events of unknown type %r (a newer producer?)", self.name, event_type[:100])
 
     async def _apply(self, batch: list[Received]) -> None:
         """The batch's events in as few transactions as possible: one commit instead of one per
@@ -224,6 +319,7 @@ class EventConsumer:
         while True:
             try:
                 await self._apply([received])
+                self._db_outage.recovered("retries")
                 return
             except DeadLetter as error:
                 await self._dead_letter(received.record, f"rejected: {error}")
@@ -239,12 +335,34 @@ class EventConsumer:
                     await self._dead_letter(received.record, f"failed after {attempt} attempts: {error!r}")
                     return
                 delay = min(self.settings.handler_retry_backoff_s * 2 ** (attempt - 1), 10.0)
-                log.warning("%s: retrying %s in %.1fs (%r)", self.name, received.envelope.event_type, delay, error)
+                if is_unreachable(error):  # told once per outage, not once per retry
+                    self._db_outage.failed(error, "; retrying with backoff, committing nothing past the failed event")
+                else:
+                    log.warning("%s: retrying %s in %.1fs (%r)", self.name, received.envelope.event_type, delay, error)
                 await self._pause(delay)
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         """Park the message with the reason in its headers; the partition moves on only once the
         broker acknowledged it (DeadLetterFailed otherwise)."""
+        try:
+            try:
+                await self._send_dead_letter(record, record.value, reason)
+            except MessageSizeTooLargeError as error:
+                # Larger than our producer may send: it would fail the same way for ever and hold the
+                # partition. Park the reason without the value, which stays at its source offset.
+                size = len(record.value or b"")
+                why = f"{reason} (value of {size} bytes not copied: {error})"
+                await self._send_dead_letter(record, None, why, [("dlq.value_dropped", str(size).encode())])
+        except Exception as error:
+            raise DeadLetterFailed(f"{record.topic}[{record.partition}]@{record.offset}: {error!r}") from error
+        self._dead_letter_failures = 0
+        self.dead_lettered += 1
+        log.error("%s: dead-lettered %s[%d]@%d: %s", self.name, record.topic, record.partition, record.offset, reason)
+
+    async def _send_dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], value: bytes | None, reason: str,
+        extra_headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
         headers = [
             *(record.headers or []),
             ("dlq.reason", reason.encode()[:4000]),
@@ -252,17 +370,10 @@ class EventConsumer:
             ("dlq.topic", record.topic.encode()),
             ("dlq.partition", str(record.partition).encode()),
             ("dlq.offset", str(record.offset).encode()),
+            *extra_headers,
         ]
-        try:
-            await asyncio.wait_for(
-                self.producer.send_and_wait(f"{record.topic}.dlq", value=record.value, key=record.key, headers=headers),
-                DEAD_LETTER_TIMEOUT_S,
-            )
-        except Exception as error:
-            raise DeadLetterFailed(f"{record.topic}[{record.partition}]@{record.offset}: {error!r}") from error
-        self._dead_letter_failures = 0
-        self.dead_lettered += 1
-        log.error("%s: dead-lettered %s[%d]@%d: %s", self.name, record.topic, record.partition, record.offset, reason)
+        send = self.producer.send_and_wait(f"{record.topic}.dlq", value=value, key=record.key, headers=headers)
+        await asyncio.wait_for(send, DEAD_LETTER_TIMEOUT_S)
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         """A failed commit (rebalance, lost broker) loses nothing: the next owner re-reads from the
