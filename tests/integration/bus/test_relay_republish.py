@@ -145,8 +145,8 @@ async def lose_the_broker(fx: Republish, cluster_id: str) -> str:
     lost = f"lost-{uuid4().hex[:8]}"
     conn = await fx.connect()
     try:
-        await conn.execute("UPDATE outbox SET cluster_id = $1 WHERE cluster_id = $2 AND topic = $3", lost, cluster_id, fx.topic)
-        await conn.execute("UPDATE relay_watermark SET cluster_id = $1 WHERE cluster_id = $2 AND topic = $3", lost, cluster_id, fx.topic)
+        for table in ("outbox", "relay_watermark"):
+            await conn.execute(f"UPDATE {table} SET cluster_id = $1 WHERE cluster_id = $2 AND topic = $3", lost, cluster_id, fx.topic)
     finally:
         await conn.close()
     return lost
@@ -169,7 +169,7 @@ async def test_a_new_cluster_gets_only_rows_not_consumed_by_every_group(
     assert await watermarks(fx, cluster_id) == {tp: end // 2 for tp, end in ends.items()}
 
     offsets = await sent_offsets(fx)
-    unconsumed = {event_id for event_id in ids if offsets[event_id][1] >= ends[TopicPartition(fx.topic, offsets[event_id][0])] // 2}
+    unconsumed = {i for i in ids if offsets[i][1] >= ends[TopicPartition(fx.topic, offsets[i][0])] // 2}
     assert 0 < len(unconsumed) < EVENTS
     lost = await lose_the_broker(fx, cluster_id)
 
