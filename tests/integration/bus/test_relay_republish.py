@@ -146,7 +146,8 @@ async def lose_the_broker(fx: Republish, cluster_id: str) -> str:
     conn = await fx.connect()
     try:
         for table in ("outbox", "relay_watermark"):
-            await conn.execute(f"UPDATE {table} SET cluster_id = $1 WHERE cluster_id = $2 AND topic = $3", lost, cluster_id, fx.topic)
+            query = f"UPDATE {table} SET cluster_id = $1 WHERE cluster_id = $2 AND topic = $3"
+            await conn.execute(query, lost, cluster_id, fx.topic)
     finally:
         await conn.close()
     return lost
