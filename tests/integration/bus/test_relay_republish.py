@@ -2,12 +2,14 @@
 (cluster, topic, partition), the lowest offset the project's consumer groups committed (the consumed
 watermark), and on a new cluster id or a truncated partition republishes only rows at or after it.
 The broker loss is simulated on the live test broker: the rows and watermarks are moved to a
-cluster id that no longer answers, exactly what a restarted embedded broker leaves behind."""
+cluster id that no longer answers, exactly what a restarted embedded broker leaves behind. Also:
+how the relay logs an outage (once when it starts, once when it ends, backing off in between)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -270,3 +272,35 @@ def _order_placed() -> OrderPlaced:
         customer=Customer(id="c1", email="c1@example.com"), partial_allowed=True,
         placed_at=datetime.now(timezone.utc), lines=(OrderedLine(line_no=1, sku="SKU-1", qty=1),),
     )
+
+
+async def test_an_outage_is_logged_once_and_retried_with_backoff(stack, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """The relay's database does not exist yet (as when PostgreSQL is away): one ERROR with the
+    cause, quiet retries after 1, 2, 4 s, then one line with the outage's duration on recovery."""
+    caplog.set_level(logging.DEBUG, "bus.relay")
+    database = f"backorder_outage_{uuid4().hex[:8]}"
+    url = stack.settings.service_database_url("notifier").rsplit("/", 1)[0] + f"/{database}"
+    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    relay = OutboxRelay("outage", url, producer, stack.settings)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(4.5)  # attempts at 0, 1, 3 s (the next one is due at 7 s)
+        await ensure_databases(stack.settings.admin_database_url(), [database])
+        await asyncio.to_thread(migrate, "notifier", url)
+        assert await eventually(lambda: _is_leader(relay), timeout=15)
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 15)
+        await producer.stop()
+    records = [r for r in caplog.records if r.name == "bus.relay"]
+    errors = [r for r in records if r.levelno == logging.ERROR]
+    retries = [r for r in records if r.levelno == logging.DEBUG and "still failing" in r.getMessage()]
+    recovered = [r.getMessage() for r in records if "recovered after" in r.getMessage()]
+    assert len(errors) == 1 and database in errors[0].getMessage(), [r.getMessage() for r in errors]
+    assert len(retries) in (2, 3), [r.getMessage() for r in retries]  # 1 s, then 2 s, then (4 s) after the database came
+    assert len(recovered) == 1 and re.search(r"recovered after (7|8)\.\d s", recovered[0]), recovered
+
+
+async def _is_leader(relay: OutboxRelay) -> bool:
+    return relay.is_leader
