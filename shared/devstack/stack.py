@@ -262,10 +262,6 @@ class Devstack:
         )
         services = list(self.services.items())
         await asyncio.gather(*(service.stop(RECOVERY_STOP_SECONDS) for _, service in services))
-        if self._probe is not None:  # a client of the lost broker: not to be trusted with the next one
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._probe.stop(), 5)
-            self._probe = None
         broker.stop()
         delay = 0.5
         for attempt in range(1, BROKER_START_ATTEMPTS + 1):
@@ -282,6 +278,7 @@ class Devstack:
                 log.warning("broker restart attempt %d failed (%s); retrying in %.1f s", attempt, error, delay)
                 await asyncio.sleep(delay)
                 delay *= 2
+        await self._drop_probe()
         for key, service in services:
             self._restart(key, service)
         try:
@@ -296,6 +293,19 @@ class Devstack:
         )
         return [f"broker restarted as cluster {broker.active_cluster_id} in {took:.1f} s",
                 *(f"{key} restarted" for key, _ in services)]
+
+    async def _drop_probe(self) -> None:
+        """The quiescence probe was a client of the lost broker: not to be trusted with the next one.
+        Stopped once the new broker listens (against a dead one its fetcher hangs), and given up on
+        after 5 s: a leaked idle client costs less than a recovery that never ends."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            stopping = asyncio.create_task(probe.stop())
+            _, pending = await asyncio.wait({stopping}, timeout=5)
+            for task in pending:
+                task.cancel()
+            if not pending and not stopping.cancelled() and stopping.exception() is not None:
+                log.debug("quiescence probe of the lost broker: %r", stopping.exception())
 
     async def _restart_exited(self, key: str, service: ServiceProcess) -> list[str]:
         """Restart a service that exited on its own, at once the first time, then with backoff."""

@@ -148,6 +148,16 @@ async def test_orders_settle_once_after_the_broker_is_killed(own_stack: Devstack
         await assert_conserved(db, sku)
 
     counts = republished(stack)
-    print(f"\nHTTP answers: {dict(flow.answers)}; orders placed {placed} ({before_kill} before the kill, "
+    print(f"\n{done[0]}; HTTP answers: {dict(flow.answers)}; orders placed {placed} ({before_kill} before the kill, "
           f"{during_loss} while the broker was dead); republished (rows, of retained) per relay: {counts}")
     assert all(len(found) <= 1 for found in counts.values()), counts  # one new broker, one republish each
+
+    # A service that dies on its own is restarted alone: at once, then after a backoff.
+    for expected in (["notifier restarted"], []):
+        notifier = stack.services["notifier"].process
+        notifier.kill()
+        notifier.wait()
+        assert await stack.heal() == expected
+    await asyncio.sleep(1.1)
+    assert await stack.heal() == ["notifier restarted"]
+    assert stack.broker.alive() and all(service.process.poll() is None for service in stack.services.values())
