@@ -309,8 +309,7 @@ class OutboxRelay:
             if retained:
                 log.warning(
                     "broker %s is new to %s: republishing %d of %d retained outbox rows sent to earlier brokers"
-                    " (%d were consumed by every consumer group before their broker was lost; the others were not,"
-                    " or no consumed watermark was recorded for them)",
+                    " (not consumed by every consumer group before their broker was lost); %d consumed ones stay sent",
                     self.cluster_id, self.service, requeued, retained, retained - requeued,
                 )
             await conn.execute(DELETE_UNUSED_WATERMARKS, self.cluster_id)
