@@ -26,7 +26,7 @@ from shared.events import Stream
 from shared.settings import SUBSCRIPTIONS, Settings, asyncpg_dsn
 
 from .crashpoints import RELAY_AFTER_PUBLISH, RELAY_BEFORE_PUBLISH, crash_point
-from .offsets import HighwaterProbe
+from .offsets import HighwaterProbe, consumed_offsets
 from .tables import OUTBOX_CHANNEL
 
 log = logging.getLogger("bus.relay")
@@ -143,8 +143,8 @@ class OutboxRelay:
                 if self._outage_since is None:
                     self._outage_since = time.monotonic()
                     log.exception(
-                        "outbox relay of %s failed: %s; retrying with backoff (1-30 s), recovery will be logged",
-                        self.service, error or type(error).__name__,
+                        "outbox relay of %s failed: %r; retrying with backoff (1-30 s), recovery will be logged",
+                        self.service, error,
                     )
                 else:
                     log.debug("outbox relay of %s still failing: %r", self.service, error)
@@ -347,21 +347,12 @@ class OutboxRelay:
     async def _record_watermarks(
         self, conn: asyncpg.Connection, admin: AIOKafkaAdminClient, ends: dict[TopicPartition, int]
     ) -> None:
-        """Per partition we sent to: the lowest offset committed by the consumer groups that read
-        it (none committed counts as 0), capped at the highwater. A partition none of our groups
-        reads (notifications) is consumed up to its highwater: no consumer needs it again."""
+        """Per partition we sent to, what every consumer group of the project has consumed, recorded
+        for this cluster unless the broker changed while we asked."""
         if not ends:
             return
-        consumed = dict(ends)
-        for group, streams in self.subscriptions.items():
-            topics = {self.settings.topic(stream) for stream in streams}
-            partitions = [tp for tp in ends if tp.topic in topics]
-            if not partitions:
-                continue
-            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)  # partitions=: see EMBEDDED.md
-            for tp in partitions:
-                meta = committed.get(tp)
-                consumed[tp] = min(consumed[tp], meta.offset if meta is not None and meta.offset >= 0 else 0)
+        readers = {group: {self.settings.topic(stream) for stream in streams} for group, streams in self.subscriptions.items()}
+        consumed = await consumed_offsets(admin, readers, ends)
         if await _cluster_id(admin) != self.cluster_id:
             return  # the broker restarted while we read: these offsets are not the recorded cluster's
         changed = {tp: offset for tp, offset in consumed.items() if self._watermarks.get(tp) != offset}
