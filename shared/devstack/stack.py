@@ -260,7 +260,7 @@ class Devstack:
             "the embedded broker (cluster %s) exited with code %s: it forgot every topic, group and offset;"
             " stopping the services, restarting the broker, then the services", lost_cluster, broker.exit_code(),
         )
-        services = list(self.services.items())
+        services = [(key, service) for key, service in self.services.items() if not service.stopped]  # not if stopped on purpose
         await asyncio.gather(*(service.stop(RECOVERY_STOP_SECONDS) for _, service in services))
         broker.stop()
         delay = 0.5
