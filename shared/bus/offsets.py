@@ -1,4 +1,5 @@
-"""Partition end offsets that can be trusted on every broker: read with highwater() after a fetch.
+"""Partition end offsets that can be trusted on every broker: read with highwater() after a fetch;
+and how far the consumer groups got below them.
 
 The embedded broker answers ListOffsets (end_offsets, seek_to_end, 'latest') with the last record
 batch's base offset + 1, which is too low whenever a batch holds several records; the highwater
@@ -7,9 +8,10 @@ partition, fetches at most a few bytes per partition to learn it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 class HighwaterProbe:
@@ -58,3 +60,21 @@ class HighwaterProbe:
         if not self._started:
             await self._consumer.start()
             self._started = True
+
+
+async def consumed_offsets(
+    admin: AIOKafkaAdminClient, readers: Mapping[str, set[str]], highwaters: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """Per partition, the lowest offset committed by the groups that read its topic (`readers`:
+    group -> topics; a group that committed nothing counts as 0), capped at its highwater. Below it,
+    every group has applied every message. A partition no group reads counts as consumed up to its
+    highwater: no consumer needs its messages again."""
+    consumed = dict(highwaters)
+    for group, topics in readers.items():
+        partitions = [tp for tp in highwaters if tp.topic in topics]
+        if partitions:  # always name the partitions: without them the embedded broker drops the connection
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            for tp in partitions:
+                meta = committed.get(tp)
+                consumed[tp] = min(consumed[tp], meta.offset if meta is not None and meta.offset >= 0 else 0)
+    return consumed

@@ -1,5 +1,6 @@
-"""The bus tables every service database carries: the outbox (events to publish) and the inbox
-(events already handled). Created by each service's first migration through `create_bus_tables`."""
+"""The bus tables every service database carries: the outbox (events to publish), the inbox
+(events already handled) and the relay's consumed watermarks. Created by each service's migrations
+through `create_bus_tables` and `create_relay_watermark_table`."""
 
 from __future__ import annotations
 
@@ -42,6 +43,24 @@ def create_bus_tables() -> None:
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     )
     op.create_index("inbox_processed_at", "inbox", ["processed_at"])
+
+
+def create_relay_watermark_table() -> None:
+    """Per (cluster, topic, partition), the offset below which every consumer group of the project
+    has committed: what a lost broker's consumers had already applied, so the relay republishes
+    only the rest. In the database, not in memory, so it survives a kill -9 of everything."""
+    op.create_table(
+        "relay_watermark",
+        sa.Column("cluster_id", sa.Text, primary_key=True),
+        sa.Column("topic", sa.Text, primary_key=True),
+        sa.Column("partition", sa.Integer, primary_key=True),
+        sa.Column("consumed", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    )
+
+
+def drop_relay_watermark_table() -> None:
+    op.drop_table("relay_watermark")
 
 
 def drop_bus_tables() -> None:

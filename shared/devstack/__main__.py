@@ -1,14 +1,16 @@
-"""`python -m shared.devstack run`: start servers and all services, print where they listen, and
-stop everything cleanly (drained) on Ctrl-C or SIGTERM. `migrate` only prepares the databases."""
+"""`python -m shared.devstack run`: start servers and all services, print where they listen, keep
+them running (a dead broker or service is restarted, see `Devstack.heal`), and stop everything
+cleanly (drained) on Ctrl-C or SIGTERM. `migrate` only prepares the databases."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
+import sys
 
+from shared.devstack.embedded import DevstackError
 from shared.devstack.stack import Devstack
 from shared.service import configure_logging
 from shared.settings import SERVICES, get_settings
@@ -16,12 +18,13 @@ from shared.settings import SERVICES, get_settings
 log = logging.getLogger("devstack")
 
 
-async def run() -> None:
+async def run() -> int:
     stack = Devstack(get_settings())
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    drain, code = True, 0
     try:
         await stack.start()
         print("\nBackorder fulfilment is running:", flush=True)
@@ -29,17 +32,15 @@ async def run() -> None:
             print(f"  {name:<10} {stack.base_url(name)}   (OpenAPI: {stack.base_url(name)}/docs)", flush=True)
         print(f"  PostgreSQL {stack.settings.database_url}\n  Kafka      {stack.settings.kafka_bootstrap_servers}", flush=True)
         print("Press Ctrl-C to stop (intake closes, events drain, then the servers stop).\n", flush=True)
-        while not stopping.is_set():
-            for key, service in stack.services.items():
-                if service.process.poll() is not None:
-                    log.error("%s exited with code %s; stopping the stack", key, service.process.returncode)
-                    stopping.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), 1.0)
+        await stack.supervise(stopping)
+    except DevstackError as error:
+        log.error("%s; stopping the stack", error)
+        drain, code = False, 1
     finally:
-        log.info("stopping: closing intake, draining outboxes and consumers")
-        await stack.stop(drain=True)
+        log.info("stopping: closing intake, draining outboxes and consumers" if drain else "stopping without a drain")
+        await stack.stop(drain=drain)
         log.info("stopped")
+    return code
 
 
 async def prepare_only() -> None:
@@ -56,7 +57,9 @@ def main() -> None:
     parser.add_argument("command", choices=["run", "migrate"])
     args = parser.parse_args()
     configure_logging(get_settings().log_level)
-    asyncio.run(run() if args.command == "run" else prepare_only())
+    if args.command == "run":
+        sys.exit(asyncio.run(run()))
+    asyncio.run(prepare_only())
 
 
 if __name__ == "__main__":

@@ -216,6 +216,15 @@ class EmbeddedBroker:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process id while it was started and not stopped (the fault tests kill it)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def exit_code(self) -> int | None:
+        """The exit code if the broker died on its own (None while it runs or after stop())."""
+        return self._proc.poll() if self._proc is not None else None
+
     def start(self) -> None:
         """Start in its own session (Ctrl-C reaches the orchestrator, which stops us) and wait for it."""
         if self.alive():

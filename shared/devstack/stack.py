@@ -5,13 +5,14 @@ the tests exercise exactly what users run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -20,14 +21,27 @@ import asyncpg
 import httpx
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from shared.bus.offsets import HighwaterProbe
 from shared.db import migrate
-from shared.devstack.embedded import EmbeddedBroker, EmbeddedPostgres, ensure_databases, ensure_topics
+from shared.devstack.embedded import DevstackError, EmbeddedBroker, EmbeddedPostgres, ensure_databases, ensure_topics
 from shared.settings import SERVICES, SUBSCRIPTIONS, Settings, asyncpg_dsn
 
 log = logging.getLogger("devstack")
 REPO = Path(__file__).resolve().parents[2]
+
+# Supervision (`Devstack.heal`): a service that exits unexpectedly is restarted at once, then after
+# 1 s doubling to 30 s while it keeps dying within a minute of its start; after 5 such exits in a row
+# the stack gives up. A dead broker gets 5 start attempts, 0.5 s doubling between them.
+SERVICE_RESTARTS_IN_A_ROW = 5
+SERVICE_STABLE_SECONDS = 60.0
+SERVICE_BACKOFF_MAX_SECONDS = 30.0
+BROKER_START_ATTEMPTS = 5
+# Services stopped for a broker recovery get this long to exit on SIGTERM before SIGKILL: nothing is
+# lost by a kill (unsent events wait in the outboxes, applied ones are in the inboxes), and a relay
+# draining towards a dead broker would only wait for its timeouts.
+RECOVERY_STOP_SECONDS = 3.0
 
 
 @dataclass
@@ -37,6 +51,9 @@ class ServiceProcess:
     process: subprocess.Popen[bytes]
     log_file: IO[bytes] | None = None
     stopped: bool = False
+    # What start_service was given, so that supervision restarts the same process.
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.monotonic)
 
     async def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM lets uvicorn close intake and the lifespan drain the relay and consumer."""
@@ -55,6 +72,15 @@ class ServiceProcess:
 
 
 @dataclass
+class _Restarts:
+    """Unexpected exits of one service in a row, and when it may be started again."""
+
+    in_a_row: int = 0
+    not_before: float = 0.0
+    dead_pid: int | None = None  # the exited process these numbers were counted for
+
+
+@dataclass
 class Devstack:
     """Embedded servers unless DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS name real ones."""
 
@@ -67,6 +93,7 @@ class Devstack:
     broker: EmbeddedBroker | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     _probe: HighwaterProbe | None = None
+    _restarts: dict[str, _Restarts] = field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:
@@ -122,7 +149,7 @@ class Devstack:
         # A session of its own: Ctrl-C in the terminal reaches only the orchestrator, which drains first.
         env = {**self.service_env(), **(extra_env or {})}
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=log_file, start_new_session=True)
-        self.services[key or name] = ServiceProcess(name, port, process, log_file)
+        self.services[key or name] = ServiceProcess(name, port, process, log_file, extra_env=dict(extra_env or {}))
         return self.services[key or name]
 
     def base_url(self, service: str) -> str:
@@ -131,10 +158,14 @@ class Devstack:
     def database_url(self, service: str) -> str:
         return asyncpg_dsn(self.settings.service_database_url(service))
 
-    async def wait_ready(self, timeout: float = 60.0) -> None:
+    async def wait_ready(self, timeout: float = 60.0, keys: Iterable[str] | None = None) -> None:
+        """Every service (or those named by `keys`) answers /readyz with 200."""
         deadline = time.monotonic() + timeout
+        wanted = set(self.services if keys is None else keys)
         async with httpx.AsyncClient(timeout=2) as client:
-            for key, service in self.services.items():
+            for key, service in list(self.services.items()):
+                if key not in wanted:
+                    continue
                 while not service.stopped:
                     if service.process.poll() is not None:
                         raise RuntimeError(f"{key} exited with code {service.process.returncode} during start-up")
@@ -195,6 +226,117 @@ class Devstack:
             self._probe = HighwaterProbe(self.settings.kafka_bootstrap_servers)
         topics = [self.settings.topic(s) for streams in SUBSCRIPTIONS.values() for s in streams]
         return await self._probe.highwaters(await self._probe.partitions(topics))
+
+    async def supervise(self, stopping: asyncio.Event, interval: float = 1.0) -> None:
+        """`heal()` every `interval` seconds until `stopping` is set (what `make run` does). Raises
+        DevstackError when the broker cannot be restarted or a service keeps dying: the caller
+        then stops the stack."""
+        while not stopping.is_set():
+            await self.heal()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval)
+
+    async def heal(self) -> list[str]:
+        """Check the broker and every service once and restart what died; returns what was done
+        (empty if nothing was needed). A dead embedded broker forgot every topic, group and offset,
+        and the running clients cannot be trusted with its successor (EMBEDDED.md): the services
+        are stopped, the broker started with a fresh cluster id, the topics created and the
+        services started again; their relays then republish what the consumers had not consumed.
+        A service that exited on its own is restarted alone, with backoff (see the constants
+        above). Restarted processes keep their extra environment except FAULT_CRASH_AT: a crash
+        point is injected once, not into every restart. Raises DevstackError when giving up."""
+        if self.broker is not None and self.broker.exit_code() is not None:
+            return await self._recover_broker(self.broker)
+        done: list[str] = []
+        for key, service in list(self.services.items()):
+            if not service.stopped and service.process.poll() is not None:
+                done += await self._restart_exited(key, service)
+        return done
+
+    async def _recover_broker(self, broker: EmbeddedBroker) -> list[str]:
+        started = time.monotonic()
+        lost_cluster = broker.active_cluster_id
+        log.error(
+            "the embedded broker (cluster %s) exited with code %s: it forgot every topic, group and offset;"
+            " stopping the services, restarting the broker, then the services", lost_cluster, broker.exit_code(),
+        )
+        services = [(key, service) for key, service in self.services.items() if not service.stopped]  # not if stopped on purpose
+        await asyncio.gather(*(service.stop(RECOVERY_STOP_SECONDS) for _, service in services))
+        broker.stop()
+        delay = 0.5
+        for attempt in range(1, BROKER_START_ATTEMPTS + 1):
+            try:
+                await asyncio.to_thread(broker.start)
+                await ensure_topics(broker.bootstrap_servers, self.settings.all_topics(), self.settings.topic_partitions)
+                break
+            except (DevstackError, KafkaError, OSError) as error:
+                broker.stop()
+                if attempt == BROKER_START_ATTEMPTS:
+                    raise DevstackError(
+                        f"the embedded broker could not be restarted after {attempt} attempts ({error}); see {broker.log_path}"
+                    ) from error
+                log.warning("broker restart attempt %d failed (%s); retrying in %.1f s", attempt, error, delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+        await self._drop_probe()
+        for key, service in services:
+            self._restart(key, service)
+        try:
+            await self.wait_ready()
+        except (RuntimeError, TimeoutError) as error:  # a service that dies now is restarted by the next heal()
+            log.error("after the broker restart: %s", error)
+        took = time.monotonic() - started
+        log.warning(
+            "recovered from the broker loss in %.1f s: broker cluster %s (was %s), %d topics, %d services restarted;"
+            " their relays republish the events the consumers had not consumed",
+            took, broker.active_cluster_id, lost_cluster, len(self.settings.all_topics()), len(services),
+        )
+        return [f"broker restarted as cluster {broker.active_cluster_id} in {took:.1f} s",
+                *(f"{key} restarted" for key, _ in services)]
+
+    async def _drop_probe(self) -> None:
+        """The quiescence probe was a client of the lost broker: not to be trusted with the next one.
+        Stopped once the new broker listens (against a dead one its fetcher hangs), and given up on
+        after 5 s: a leaked idle client costs less than a recovery that never ends."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            stopping = asyncio.create_task(probe.stop())
+            _, pending = await asyncio.wait({stopping}, timeout=5)
+            for task in pending:
+                task.cancel()
+            if not pending and not stopping.cancelled() and stopping.exception() is not None:
+                log.debug("quiescence probe of the lost broker: %r", stopping.exception())
+
+    async def _restart_exited(self, key: str, service: ServiceProcess) -> list[str]:
+        """Restart a service that exited on its own, at once the first time, then with backoff."""
+        restarts = self._restarts.setdefault(key, _Restarts())
+        now = time.monotonic()
+        if restarts.dead_pid != service.process.pid:  # first seen dead: count it and schedule the restart
+            restarts.dead_pid = service.process.pid
+            if now - service.started_at >= SERVICE_STABLE_SECONDS:
+                restarts.in_a_row = 0
+            restarts.in_a_row += 1
+            code = service.process.returncode
+            if restarts.in_a_row > SERVICE_RESTARTS_IN_A_ROW:
+                raise DevstackError(f"{key} exited {restarts.in_a_row} times in a row (last with code {code}); giving up")
+            delay = 0.0 if restarts.in_a_row == 1 else min(2.0 ** (restarts.in_a_row - 2), SERVICE_BACKOFF_MAX_SECONDS)
+            restarts.not_before = now + delay
+            log.error("%s exited with code %s; restarting it in %.0f s (exit %d in a row)", key, code, delay, restarts.in_a_row)
+        if now < restarts.not_before:
+            return []
+        await service.stop()  # closes its log file
+        self._restart(key, service)
+        try:
+            await self.wait_ready(keys=[key])
+        except (RuntimeError, TimeoutError) as error:
+            log.error("%s", error)
+            return [f"{key} restarted but not ready: {error}"]
+        log.warning("%s restarted and ready", key)
+        return [f"{key} restarted"]
+
+    def _restart(self, key: str, service: ServiceProcess) -> ServiceProcess:
+        env = {name: value for name, value in service.extra_env.items() if name != "FAULT_CRASH_AT"}
+        return self.start_service(service.name, service.port, key=key, extra_env=env)
 
     async def stop(self, drain: bool = True) -> None:
         """Graceful stop that loses nothing on a memory-only broker: close HTTP intake, let relays
