@@ -53,7 +53,6 @@ class StockRow(SQLModel, table=True):
     counted_out: int = _units()
     backordered: int = _units()
     short_seq: int = _units()  # shortfalls numbered so far (StockShort.short_seq)
-    shorts_released: int = _units()  # the newest shortfall a put-away already gave units to
     updated_at: datetime = _timestamp()
 
 
