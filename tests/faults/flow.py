@@ -21,9 +21,9 @@ class FlowConfig:
     seed: int
     duration_s: float = 6.0
     skus: int = 3
-    initial_stock: int = 3  # counted in per SKU before the flow
+    initial_stock: int = 2  # counted in per SKU before the flow
     purchase_orders: int = 2
-    order_every_s: float = 0.2
+    order_every_s: float = 0.15
     receipt_every_s: float = 0.7
     po_change_every_s: float = 1.2
     cancel_every_s: float = 0.6

@@ -5,18 +5,20 @@ appear in the order the producer wrote them."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 from uuid import UUID
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faults.faultstack import FaultStack
-from support import Message, read_topic
+from support import Message
 
 from services.allocator.handlers import HANDLERS as ALLOCATOR_HANDLERS
 from services.inventory.handlers import HANDLERS as INVENTORY_HANDLERS
 from services.notifier.handlers import HANDLERS as NOTIFIER_HANDLERS
 from services.orders.handlers import HANDLERS as ORDERS_HANDLERS
-from shared.settings import SERVICES, SUBSCRIPTIONS
+from shared.settings import SERVICES, SUBSCRIPTIONS, Settings
 
 HANDLED = {"orders": ORDERS_HANDLERS, "inventory": INVENTORY_HANDLERS, "allocator": ALLOCATOR_HANDLERS,
            "notifier": NOTIFIER_HANDLERS}
@@ -24,7 +26,7 @@ SHOWN_PER_KIND = 8
 
 
 async def history_problems(stack: FaultStack) -> list[str]:
-    topics = {topic: await read_topic(stack.settings, topic, timeout=20) for topic in stack.settings.all_topics()}
+    topics = await read_topics(stack.settings, stack.settings.all_topics())
     outboxes, inboxes = {}, {}
     for service in SERVICES:
         async with stack.connect(service) as conn:
@@ -37,6 +39,31 @@ async def history_problems(stack: FaultStack) -> list[str]:
     problems += _consumed(stack, topics, inboxes)
     problems += _ordered_per_key(outboxes, topics)
     return problems
+
+
+async def read_topics(settings: Settings, topics: list[str], timeout: float = 30.0) -> dict[str, list[Message]]:
+    """Every message of every topic from the beginning to the highwater, by one group-less reader."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                                fetch_max_wait_ms=10, max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        read: dict[str, list[Message]] = {topic: [] for topic in topics}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=100, max_records=10_000)).values():
+                for r in records:
+                    headers = {k: v.decode(errors="replace") for k, v in r.headers}
+                    read[r.topic].append(Message(r.topic, r.partition, r.offset, r.key.decode() if r.key else None,
+                                                 r.value or b"", headers))
+            ends = [(consumer.highwater(tp), await consumer.position(tp)) for tp in partitions]
+            if all(high is not None and position >= high for high, position in ends):
+                return read
+        raise TimeoutError(f"could not read {topics} to their ends in {timeout} s")
+    finally:
+        await consumer.stop()
 
 
 def event_id_of(message: Message) -> UUID | None:
