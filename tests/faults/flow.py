@@ -37,12 +37,12 @@ class FlowRecord:
 
     label: str
     skus: list[str]
-    discontinued_sku: str
+    discontinued_sku: str | None = None
     exchanges: list[Exchange] = field(default_factory=list)
 
     @property
     def all_skus(self) -> list[str]:
-        return [*self.skus, self.discontinued_sku]
+        return [*self.skus, *([self.discontinued_sku] if self.discontinued_sku else [])]
 
     def accepted(self, *kinds: str) -> list[Exchange]:
         return [e for e in self.exchanges if e.accepted and e.kind in kinds]
@@ -55,7 +55,9 @@ class Flow:
         self.config = config
         self.random = random.Random(config.seed)
         tag = f"{label}-{uuid4().hex[:6]}"
-        self.record = FlowRecord(tag, [f"F-{tag}-{n}" for n in range(config.skus)], f"F-{tag}-gone")
+        self.record = FlowRecord(tag, [f"F-{tag}-{n}" for n in range(config.skus)])
+        self.discontinued_sku = f"F-{tag}-gone"
+        self.record.discontinued_sku = self.discontinued_sku
         self.client = RecordingClient({name: stack.base_url(name) for name in stack.services})
         self.client.record = self.record.exchanges
         self.placed: list[dict] = []
@@ -69,7 +71,7 @@ class Flow:
                 count = {"sku": sku, "delta": self.config.initial_stock, "reason": "cycle count"}
                 await self._must("count", "inventory", "POST", "/v1/stock-adjustments", count)
         gone = {"backorderable": False, "discontinued": True, "supplier": "ACME"}
-        await self._must("policy", "inventory", "PUT", f"/v1/skus/{self.record.discontinued_sku}", gone)
+        await self._must("policy", "inventory", "PUT", f"/v1/skus/{self.discontinued_sku}", gone)
         for n in range(self.config.purchase_orders):
             po_id = f"PO-{self.record.label}-{n}"
             lines = {sku: self.random.randint(4, 12) for sku in self.record.skus}
@@ -96,7 +98,7 @@ class Flow:
         lines = []
         for sku in self.random.sample(self.record.skus, self.random.randint(1, min(3, len(self.record.skus)))):
             if self.random.random() < self.config.discontinued_share:
-                sku = self.record.discontinued_sku
+                sku = self.discontinued_sku
             lines.append({"sku": sku, "qty": self.random.randint(1, 3)})
         placed = await self.client.call("place", "orders", "POST", "/v1/orders", order_body(
             lines, partial_allowed=self.random.random() < 0.5, tier=self.random.choice(["standard", "vip"])))
