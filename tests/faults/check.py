@@ -61,7 +61,8 @@ class LineViews:
     def agreement(self) -> list[str]:
         problems = []
         for key, line in self.orders.items():
-            problems += [f"line {key[0]}/{key[1]} ({line['sku']}): {p}" for p in self._line_problems(key, line)]
+            if found := self._line_problems(key, line):
+                problems.append(f"line {key[0]}/{key[1]} ({line['sku']}, {line['state']} in orders): {'; '.join(found)}")
         for key in (self.inventory.keys() | self.book.keys()) - self.orders.keys():
             if not self._tombstone(key):
                 problems.append(f"line {key[0]}/{key[1]} is known to inventory or the allocator but not to orders")
@@ -119,6 +120,8 @@ class LineViews:
         if line["rejected_reason"] is None and inventory["rejection"] is not None:
             found.append(f"rejected in inventory ({inventory['rejection']}), {line['state']} in orders")
         held = inventory["reserved"] + inventory["cross_docked"] + inventory["shipped"]
+        if held + inventory["waiting"] > line["qty"]:
+            found.append(f"inventory holds {held} and waits {inventory['waiting']} units for a line of {line['qty']}")
         if held != supplied:
             found.append(f"orders holds {supplied} units, inventory {held}")
         book_allocated = book["qty_allocated"] if book is not None else 0

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+from support import eventually
 
 from shared.devstack.stack import REPO, Devstack
 from shared.settings import Settings
@@ -52,12 +53,11 @@ class FaultStack(Devstack):
     async def wait_exited(self, service: str, timeout: float) -> bool:
         """True once the service's process has died (e.g. at its armed crash point)."""
         process = self.services[service].process
-        deadline = asyncio.get_running_loop().time() + timeout
-        while process.poll() is None:
-            if asyncio.get_running_loop().time() > deadline:
-                return False
-            await asyncio.sleep(0.05)
-        return True
+
+        async def exited() -> bool:
+            return process.poll() is not None
+
+        return bool(await eventually(exited, timeout=timeout, interval=0.05))
 
     async def stop_postgres(self) -> None:
         assert self.postgres is not None, "the fault stack needs the embedded PostgreSQL"
