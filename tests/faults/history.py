@@ -36,7 +36,7 @@ async def history_problems(stack: FaultStack) -> list[str]:
             inboxes[service] = {row["event_id"] for row in inbox}
     cluster = stack.broker.active_cluster_id if stack.broker else None
     problems = _published(outboxes, topics, cluster)
-    problems += _consumed(stack, topics, inboxes)
+    problems += _consumed(stack.settings, topics, inboxes)
     problems += _ordered_per_key(outboxes, topics)
     return problems
 
@@ -97,7 +97,7 @@ def _published(outboxes: dict[str, list[Any]], topics: dict[str, list[Message]],
     return _capped(problems)
 
 
-def _consumed(stack: FaultStack, topics: dict[str, list[Message]], inboxes: dict[str, set[UUID]]) -> list[str]:
+def _consumed(settings: Settings, topics: dict[str, list[Message]], inboxes: dict[str, set[UUID]]) -> list[str]:
     """Each event of a type a service handles, on a topic it reads, is in its inbox or its dead letters."""
     dead: set[tuple[str, UUID | None]] = set()
     for topic, messages in topics.items():
@@ -105,7 +105,7 @@ def _consumed(stack: FaultStack, topics: dict[str, list[Message]], inboxes: dict
             dead |= {(m.headers.get("dlq.consumer", ""), event_id_of(m)) for m in messages}
     problems: dict[str, list[str]] = defaultdict(list)
     for service, streams in SUBSCRIPTIONS.items():
-        for topic in (stack.settings.topic(s) for s in streams):
+        for topic in (settings.topic(s) for s in streams):
             for message in topics.get(topic, []):
                 try:
                     envelope = message.envelope()
