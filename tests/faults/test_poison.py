@@ -5,6 +5,8 @@ take effect: unknown types are skipped, the rest dead-lettered by every consumer
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, timedelta
 from uuid import uuid4
 
@@ -12,7 +14,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from faults.faultstack import FaultStack
 from faults.flow import order_body
-from faults.history import HANDLED, history_problems, read_topics
+from faults.history import HANDLED, event_id_of, history_problems, read_topics
 from faults.scenario import report
 from support import envelope_for
 
@@ -29,6 +31,15 @@ from shared.events import (
 from shared.settings import SUBSCRIPTIONS
 
 DEAD_LETTERED = ("not_json", "wrong_shape", "one_megabyte")  # by every consumer of the topic
+FUTURE = 99
+
+
+@dataclass
+class Sent:
+    key: str
+    event_type: str
+    valid_ids: list[str]  # the valid event after each poison, in order
+    future_id: str
 
 
 def poison(valid: Event, future: Event) -> dict[str, bytes]:
@@ -56,88 +67,97 @@ async def test_poison_is_skipped_or_dead_lettered_and_the_partition_keeps_flowin
     await fault_stack.wait_quiescent(timeout=60)
 
     stranger, po_id, receipt_id = uuid4(), f"PO-poison-{uuid4().hex[:6]}", f"RCV-poison-{uuid4().hex[:6]}"
-    soon, later = date.today() + timedelta(days=42), date.today() + timedelta(days=99)
+    soon = date.today() + timedelta(days=42)
     po = dict(purchase_order_id=po_id, supplier="ACME", status="open", expected_at=soon, change="created")
-    cases: dict[Stream, tuple[Event, Event]] = {
-        Stream.ORDERS: (LineCancelled(order_id=stranger, line_no=1, sku=sku, qty_cancelled=1, reason="poison test"),
-                        LineCancelled(order_id=stranger, line_no=2, sku=sku, qty_cancelled=1, reason="poison test")),
-        Stream.STOCK: (PurchaseOrderChanged(version=1, lines=(PurchaseOrderLine(sku=sku, qty_open=5),), **po),
-                       PurchaseOrderChanged(version=2, lines=(PurchaseOrderLine(sku=sku, qty_open=9),), **po)),
-        Stream.RECEIPTS: (GoodsReceived(receipt_id=receipt_id, warehouse="DC1", lines=(ReceivedLine(sku=sku, qty=2),)),
-                          GoodsReceived(receipt_id=receipt_id + "-v99", warehouse="DC1", lines=(ReceivedLine(sku=sku, qty=3),))),
-        Stream.ALLOCATIONS: (EtaChanged(order_id=order_id, line_no=1, sku=waiting_sku, previous_date=None, new_date=soon,
-                                        reason="poison test"),
-                             EtaChanged(order_id=order_id, line_no=1, sku=waiting_sku, previous_date=None, new_date=later,
-                                        reason="poison test")),
+    # Per topic, the n-th valid event (each poison is followed by the next one; n = 99 is sent as poison
+    # with schema_version 99). All of a topic's events share one key, so one partition.
+    cases: dict[Stream, Callable[[int], Event]] = {
+        Stream.ORDERS: lambda n: LineCancelled(order_id=stranger, line_no=1 + n, sku=sku, qty_cancelled=1, reason="poison test"),
+        Stream.STOCK: lambda n: PurchaseOrderChanged(version=1 + n, lines=(PurchaseOrderLine(sku=sku, qty_open=5 + n),), **po),
+        Stream.RECEIPTS: lambda n: GoodsReceived(receipt_id=f"{receipt_id}-{n}", warehouse="DC1",
+                                                 lines=(ReceivedLine(sku=sku, qty=2),)),
+        Stream.ALLOCATIONS: lambda n: EtaChanged(order_id=order_id, line_no=1, sku=waiting_sku, previous_date=None,
+                                                 new_date=soon + timedelta(days=n), reason="poison test"),
     }
     producer = AIOKafkaProducer(bootstrap_servers=fault_stack.settings.kafka_bootstrap_servers, acks="all",
                                 max_request_size=4 * 1024 * 1024)
     await producer.start()
-    sent: dict[Stream, tuple[str, str, str]] = {}  # stream: (valid event id, future event id, key)
+    sent: dict[Stream, Sent] = {}
     try:
-        for stream, (valid, future) in cases.items():
-            topic, key = fault_stack.settings.topic(stream), valid.key.encode()
-            messages = poison(valid, future)
-            for kind, value in messages.items():
+        for stream, nth in cases.items():
+            topic, key = fault_stack.settings.topic(stream), nth(0).key.encode()
+            messages = poison(nth(0), nth(FUTURE))
+            valid_ids = []
+            for n, (kind, value) in enumerate(messages.items()):
                 await producer.send_and_wait(topic, value=value, key=key, headers=[("poison", kind.encode())])
-            envelope = envelope_for(valid)
-            await producer.send_and_wait(topic, value=envelope.model_dump_json().encode(), key=key)
-            sent[stream] = (str(envelope.event_id), json.loads(messages["future_version"])["event_id"], valid.key)
+                envelope = envelope_for(nth(n))
+                await producer.send_and_wait(topic, value=envelope.model_dump_json().encode(), key=key)
+                valid_ids.append(str(envelope.event_id))
+            sent[stream] = Sent(key.decode(), nth(0).event_type, valid_ids, json.loads(messages["future_version"])["event_id"])
     finally:
         await producer.stop()
     await fault_stack.wait_quiescent(timeout=60)
 
-    problems = await effects_missing(fault_stack, stranger, po_id, sku, receipt_id, order_id, soon)
-    problems += await dead_letters_wrong(fault_stack, cases, sent)
-    problems += await history_problems(fault_stack)
+    last = len(sent[Stream.ORDERS].valid_ids) - 1
+    problems = await effects_missing(fault_stack, stranger, po_id, receipt_id, order_id, soon + timedelta(days=last), last)
+    problems += await dead_letters_wrong(fault_stack, sent)
+    problems += await history_problems(fault_stack)  # every valid event is in the inbox of each service handling it
     assert not problems, report(problems)
 
 
-async def effects_missing(stack: FaultStack, stranger, po_id, sku, receipt_id, order_id, soon) -> list[str]:  # type: ignore[no-untyped-def]
-    """The valid event after each topic's poison took effect."""
+async def effects_missing(stack: FaultStack, stranger, po_id, receipt_id, order_id, last_date, last: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """Each topic's valid events took effect, the last one included (and no future version did)."""
     problems = []
+    count = last + 1
+    receipts = [f"{receipt_id}-{n}" for n in range(count)]
     async with stack.connect("inventory") as conn:
-        if not await conn.fetchval("SELECT cancelled FROM line_stock WHERE order_id = $1 AND line_no = 1", stranger):
-            problems.append("orders topic: the LineCancelled after the poison left no cancelled line in inventory")
-        if not await conn.fetchval("SELECT 1 FROM receipt WHERE receipt_id = $1", receipt_id):
-            problems.append("receipts topic: the GoodsReceived after the poison was not recorded by inventory")
+        cancelled = "SELECT count(*) FROM line_stock WHERE order_id = $1 AND line_no <= $2 AND cancelled"
+        if await conn.fetchval(cancelled, stranger, count) != count:
+            problems.append(f"orders topic: inventory has not {count} lines cancelled by the LineCancelled between the poison")
+        if await conn.fetchval("SELECT count(*) FROM receipt WHERE receipt_id = ANY($1)", receipts) != count:
+            problems.append(f"receipts topic: inventory has not recorded the {count} GoodsReceived between the poison")
     async with stack.connect("allocator") as conn:
-        if await conn.fetchval("SELECT status FROM waiting_line WHERE order_id = $1 AND line_no = 1", stranger) != "cancelled":
-            problems.append("orders topic: the LineCancelled after the poison left no tombstone in the allocator")
-        if not await conn.fetchval("SELECT 1 FROM inbound_supply WHERE purchase_order_id = $1 AND sku = $2", po_id, sku):
-            problems.append("stock topic: the PurchaseOrderChanged after the poison never reached the allocator")
-        if not await conn.fetchval("SELECT 1 FROM supply_applied WHERE source_id = $1", receipt_id):
-            problems.append("receipts topic: the GoodsReceived after the poison was not served by the allocator")
+        tombstones = "SELECT count(*) FROM waiting_line WHERE order_id = $1 AND line_no <= $2 AND status = 'cancelled'"
+        if await conn.fetchval(tombstones, stranger, count) != count:
+            problems.append(f"orders topic: the allocator has not {count} tombstones from the LineCancelled between the poison")
+        version = await conn.fetchval("SELECT max(version) FROM inbound_supply WHERE purchase_order_id = $1", po_id)
+        if version is None or version < count:
+            problems.append(f"stock topic: the allocator holds version {version} of the purchase order, not {count}")
+        served = "SELECT count(DISTINCT source_id) FROM supply_applied WHERE source_id = ANY($1)"
+        if await conn.fetchval(served, receipts) != count:
+            problems.append(f"receipts topic: the allocator has not served the {count} GoodsReceived between the poison")
     async with stack.connect("orders") as conn:
         expected = await conn.fetchval("SELECT expected_date FROM order_line WHERE order_id = $1 AND line_no = 1", order_id)
-        if expected != soon:
-            problems.append(f"allocations topic: the EtaChanged after the poison did not date the line ({expected})")
+        if expected != last_date:
+            problems.append(f"allocations topic: the last EtaChanged did not date the line ({expected}, not {last_date})")
     return problems
 
 
-async def dead_letters_wrong(stack: FaultStack, cases, sent) -> list[str]:  # type: ignore[no-untyped-def]
-    """Who dead-lettered which poison (with a reason), and that the future version was applied nowhere."""
-    topics = {stream: stack.settings.topic(stream) for stream in cases}
+async def dead_letters_wrong(stack: FaultStack, sent: dict[Stream, Sent]) -> list[str]:
+    """Who dead-lettered which poison (with a reason); no valid event dead-lettered; the future version applied nowhere."""
+    topics = {stream: stack.settings.topic(stream) for stream in sent}
     read = await read_topics(stack.settings, [f"{topic}.dlq" for topic in topics.values()])
     inboxes = set()
     for service in SUBSCRIPTIONS:
         async with stack.connect(service) as conn:
             inboxes |= {(service, str(r["event_id"])) for r in await conn.fetch("SELECT event_id FROM inbox")}
     problems = []
-    for stream, (valid, _) in cases.items():
-        topic, (_, future_id, key) = topics[stream], sent[stream]
-        letters = [m for m in read[f"{topic}.dlq"] if m.key == key and "poison" in m.headers]
-        by = {(m.headers["poison"], m.headers.get("dlq.consumer")) for m in letters if m.headers.get("dlq.reason")}
+    for stream, case in sent.items():
+        topic = topics[stream]
+        letters = [m for m in read[f"{topic}.dlq"] if m.key == case.key]
+        if valid_dead := [m.headers.get("dlq.reason") for m in letters if str(event_id_of(m)) in case.valid_ids]:
+            problems.append(f"{topic}: valid events after the poison were dead-lettered: {valid_dead}")
+        by = {(m.headers["poison"], m.headers.get("dlq.consumer")) for m in letters
+              if "poison" in m.headers and m.headers.get("dlq.reason")}
         consumers = [s for s, streams in SUBSCRIPTIONS.items() if stream in streams]
         for kind in DEAD_LETTERED:
-            missing = [s for s in consumers if (kind, s) not in by]
-            if missing:
+            if missing := [s for s in consumers if (kind, s) not in by]:
                 problems.append(f"{topic}: {kind} poison not dead-lettered (with a reason) by {missing}")
         if skipped_wrongly := sorted(s for kind, s in by if kind == "unknown_type"):
             problems.append(f"{topic}: an unknown event type was dead-lettered by {skipped_wrongly} (it should be skipped)")
-        handlers = [s for s in consumers if valid.event_type in HANDLED[s]]
+        handlers = [s for s in consumers if case.event_type in HANDLED[s]]
         if missing := [s for s in handlers if ("future_version", s) not in by]:
-            problems.append(f"{topic}: {valid.event_type} schema_version 99 not dead-lettered by {missing}")
-        if applied := sorted(s for s in handlers if (s, future_id) in inboxes):
-            problems.append(f"{topic}: {valid.event_type} schema_version 99 was applied by {applied}")
+            problems.append(f"{topic}: {case.event_type} schema_version 99 not dead-lettered by {missing}")
+        if applied := sorted(s for s in handlers if (s, case.future_id) in inboxes):
+            problems.append(f"{topic}: {case.event_type} schema_version 99 was applied by {applied}")
     return problems
