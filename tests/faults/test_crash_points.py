@@ -81,5 +81,6 @@ async def test_crash_at_each_named_point_loses_nothing(fault_stack, plan: dict[s
 
 
 async def test_kill_of_a_random_service_at_a_random_moment_loses_nothing(fault_stack) -> None:
-    _, problems = await run_scenario(fault_stack, FlowConfig(seed=12, duration_s=5), kill_at_random(seed=12), label="kill")
+    """Seed 16 kills the allocator 1.7 s into the flow."""
+    _, problems = await run_scenario(fault_stack, FlowConfig(seed=16, duration_s=5), kill_at_random(seed=16), label="kill")
     assert not problems, report(problems)
