@@ -5,6 +5,7 @@ exactly the way `make run` starts them, on test ports."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -12,6 +13,7 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from faults.faultstack import FaultStack, fault_stack_from_env
 
 from shared.devstack.stack import REPO, Devstack, ServiceProcess
 from shared.settings import SERVICES, Settings
@@ -114,3 +116,21 @@ async def producer(stack: SessionStack) -> AsyncIterator[AIOKafkaProducer]:
         yield kafka
     finally:
         await kafka.stop()
+
+
+@pytest.fixture(scope="session")
+async def fault_stack() -> AsyncIterator[FaultStack]:
+    """A second stack only the fault scenarios use (started on first request), so killing its
+    services, PostgreSQL or broker never disturbs `stack`: data in .devstack/faults, PostgreSQL on
+    FAULT_PG_PORT, the broker on FAULT_KAFKA_PORT, services on TEST_PORT_BASE + 101..104."""
+    if os.environ.get("DATABASE_URL") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        pytest.skip("the fault scenarios break the embedded servers; they do not run against configured ones")
+    faults = fault_stack_from_env()
+    try:
+        await faults.start()
+        yield faults
+    finally:
+        for service in faults.services.values():  # a paused process would never stop
+            if service.process.poll() is None:
+                service.process.send_signal(signal.SIGCONT)
+        await faults.stop(drain=False)
