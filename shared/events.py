@@ -243,8 +243,9 @@ class LineRejected(Event):
 
 
 class StockReleased(Event):
-    """Units back in the warehouse by another way than a receipt (a cancelled reservation, a
-    positive count): the book is served first, the allocator puts away the rest."""
+    """Units handed back to the book (a cancelled reservation, a positive count, or units of a
+    receipt put away while lines the allocator had not booked waited): the book is served first,
+    the allocator puts away the rest."""
 
     event_type: ClassVar[str] = "StockReleased"
     stream: ClassVar[Stream] = Stream.STOCK
@@ -253,6 +254,8 @@ class StockReleased(Event):
     sku: Sku
     qty: Qty
     reason: str
+    # Set when the units are a receipt's, still at the receiving dock: they may cross-dock.
+    receipt_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class PurchaseOrderLine(BaseModel):

@@ -159,7 +159,8 @@ INSERT_SUPPLY_APPLIED = text(
 
 @dataclass(frozen=True)
 class Arrival:
-    """Units arriving for the book: a receipt (may cross-dock) or a release from the shelf (a pick)."""
+    """Units arriving for the book: a receipt, or a release (from the shelf: a pick; or units of
+    `receipt_id` still at the dock). Units at the dock may cross-dock."""
 
     source: Literal["receipt", "release"]
     source_id: str

@@ -126,8 +126,9 @@ async def on_goods_received(event: GoodsReceived, uow: UnitOfWork) -> None:
 
 
 async def on_stock_released(event: StockReleased, uow: UnitOfWork) -> None:
-    """Units back on the shelf serve the book first too, as a pick rather than a cross-dock."""
-    await serve_arrival(uow, book.Arrival("release", str(event.release_id), None, {event.sku: event.qty}))
+    """Units handed back serve the book first too: as a pick, or, when they are a receipt's still
+    at the dock (put away before their lines were booked), as a cross-dock where the order can ship."""
+    await serve_arrival(uow, book.Arrival("release", str(event.release_id), event.receipt_id, {event.sku: event.qty}))
 
 
 async def on_purchase_order_changed(event: PurchaseOrderChanged, uow: UnitOfWork) -> None:
@@ -177,7 +178,7 @@ async def serve_arrival(uow: UnitOfWork, arrival: book.Arrival) -> None:
         allocations += [book.SkuAllocation(sku, allocation) for allocation in result.allocations]
         put_away[sku] = result.put_away
     domain_allocations = [a.allocation for a in allocations]
-    if arrival.source == "receipt" and allocations:
+    if arrival.receipt_id is not None and allocations:  # units at the receiving dock
         progress = await book.order_progress_of(session, (a.order_id for a in domain_allocations))
         cross_docked = cross_dock(domain_allocations, progress)
     else:

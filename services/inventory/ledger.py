@@ -145,14 +145,15 @@ async def save_lines(
     await session.execute(SAVE_LINE, rows)
 
 
-async def release(uow: UnitOfWork, sku: str, qty: int, reason: str) -> UUID | None:
+async def release(uow: UnitOfWork, sku: str, qty: int, reason: str, receipt_id: str | None = None) -> UUID | None:
     """Announce units put back in `pending` (the caller's delta did that) so the allocator serves
-    the backorder book with them first and puts the rest away."""
+    the backorder book with them first and puts the rest away. `receipt_id`: the units are that
+    receipt's, still at the dock, so they may go straight to shipping."""
     if qty <= 0:
         return None
     release_id = uuid4()
     await uow.session.execute(INSERT_RELEASE, {"release_id": release_id, "sku": sku, "qty": qty, "reason": reason})
-    uow.emit(StockReleased(release_id=release_id, sku=sku, qty=qty, reason=reason))
+    uow.emit(StockReleased(release_id=release_id, sku=sku, qty=qty, reason=reason, receipt_id=receipt_id))
     return release_id
 
 

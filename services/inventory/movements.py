@@ -227,7 +227,8 @@ async def put_away(uow: UnitOfWork, event: GoodsPutAway) -> None:
         return
     to_book = min(event.qty, await ledger.unseen_shortfall_units(uow.session, event.sku, event.shorts_seen))
     await ledger.apply_deltas(uow.session, {event.sku: domain.put_away_delta(event.qty - to_book)})
-    await ledger.release(uow, event.sku, to_book, "backordered meanwhile")
+    from_dock = event.source_id if event.source == "receipt" else None  # never shelved: they may still cross-dock
+    await ledger.release(uow, event.sku, to_book, "backordered meanwhile", receipt_id=from_dock)
 
 
 # --- receipts and counts ------------------------------------------------------------------------

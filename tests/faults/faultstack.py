@@ -56,8 +56,8 @@ class FaultStack(Devstack):
         if old.log_file:
             old.log_file.close()
         self.start_service(service, old.port, extra_env=extra_env)
-        if ready:
-            await self.wait_ready()
+        if ready:  # only this one: another service may be dying at its own crash point meanwhile
+            await self.wait_ready(keys=[service])
 
     async def wait_exited(self, service: str, timeout: float) -> bool:
         """True once the service's process has died (e.g. at its armed crash point)."""

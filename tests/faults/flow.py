@@ -86,6 +86,7 @@ class Flow:
                   (self.change_purchase_order, self.config.po_change_every_s), (self.cancel_one, self.config.cancel_every_s)]
         await asyncio.gather(*(self._every(action, period, deadline) for action, period in actors))
         await asyncio.gather(*self._cancel_tasks)
+        await self.receive_closing()
         await self.client.close()
         return self.record
 
@@ -133,6 +134,13 @@ class Flow:
         else:
             skus = self.random.sample(self.record.skus, self.random.randint(1, len(self.record.skus)))
         body["lines"] = [{"sku": sku, "qty": self.random.randint(1, 5)} for sku in skus]
+        await self.client.call("receipt", "inventory", "POST", "/v1/receipts", body)
+
+    async def receive_closing(self) -> None:
+        """One last receipt of every SKU, so every run serves waiting lines from a receipt (and
+        cross-docks for those that may ship) whatever its random draws, while some lines still wait."""
+        lines = [{"sku": sku, "qty": self.random.randint(3, 6)} for sku in self.record.skus]
+        body = {"receipt_id": f"RCV-{uuid4().hex[:10]}", "warehouse": "DC1", "lines": lines}
         await self.client.call("receipt", "inventory", "POST", "/v1/receipts", body)
 
     async def change_purchase_order(self) -> None:

@@ -28,7 +28,7 @@ PASS = 3
 async def start_armed(stack: FaultStack, service: str, point: str) -> None:
     await stack.restart(service, {"FAULT_CRASH_AT": f"{point}:{PASS}"}, ready=False)
     with contextlib.suppress(RuntimeError):  # it may reach its crash point while starting
-        await stack.wait_ready()
+        await stack.wait_ready(keys=[service])
 
 
 def armed(plan: dict[str, Sequence[str]]) -> Arm:

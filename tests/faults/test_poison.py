@@ -1,6 +1,8 @@
 """Poison on every consumed topic (not JSON, the wrong shape, an unknown event type, a future schema
 version, a 1 MB message), each topic's poison followed on the same partition by a valid event that must
-take effect: unknown types are skipped, the rest dead-lettered by every consumer concerned, with a reason."""
+take effect: unknown types are skipped; a message with no usable envelope is dead-lettered by every
+consumer of the topic; one of a known type that cannot be applied (a future version, a 1 MB payload)
+by the consumers that handle that type, with a reason, while the others pass over it unread."""
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from shared.events import (
 )
 from shared.settings import SUBSCRIPTIONS
 
-DEAD_LETTERED = ("not_json", "wrong_shape", "one_megabyte")  # by every consumer of the topic
+DEAD_LETTERED = ("not_json", "wrong_shape")  # by every consumer of the topic: no envelope to judge it by
+BY_HANDLERS = ("future_version", "one_megabyte")  # dead-lettered by the consumers that handle its type, skipped by the rest
 FUTURE = 99
 
 
@@ -156,8 +159,11 @@ async def dead_letters_wrong(stack: FaultStack, sent: dict[Stream, Sent]) -> lis
         if skipped_wrongly := sorted(s for kind, s in by if kind == "unknown_type"):
             problems.append(f"{topic}: an unknown event type was dead-lettered by {skipped_wrongly} (it should be skipped)")
         handlers = [s for s in consumers if case.event_type in HANDLED[s]]
-        if missing := [s for s in handlers if ("future_version", s) not in by]:
-            problems.append(f"{topic}: {case.event_type} schema_version 99 not dead-lettered by {missing}")
+        for kind in BY_HANDLERS:
+            if missing := [s for s in handlers if (kind, s) not in by]:
+                problems.append(f"{topic}: {kind} {case.event_type} not dead-lettered (with a reason) by {missing}")
+            if needless := sorted(s for k, s in by if k == kind and s not in handlers):
+                problems.append(f"{topic}: {kind} {case.event_type} dead-lettered by {needless}, which do not handle it")
         if applied := sorted(s for s in handlers if (s, case.future_id) in inboxes):
             problems.append(f"{topic}: {case.event_type} schema_version 99 was applied by {applied}")
     return problems

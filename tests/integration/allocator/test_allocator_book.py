@@ -325,6 +325,25 @@ async def test_a_redelivered_event_has_no_second_effect(
     assert [(i["qty_waiting"], i["qty_allocated"]) for i in await book_of(allocator_api, sku)] == [(3, 2)]
 
 
+async def test_a_release_of_units_still_at_the_dock_cross_docks_where_the_order_can_ship(
+    stack: Devstack, producer: AIOKafkaProducer
+) -> None:
+    """Inventory hands a receipt's units back when they were put away before their lines were
+    booked: they never left the dock, so they go straight to shipping like the receipt would have."""
+    sku = new_sku()
+    may_ship, held = short(sku, 2, minute=0), short(sku, 1, minute=1, partial=False, short_lines=2)
+    for line in (may_ship, held):
+        await publish(producer, stack.settings, line)
+    release = StockReleased(release_id=uuid4(), sku=sku, qty=3, reason="backordered meanwhile", receipt_id="RCV-late")
+    await publish(producer, stack.settings, release)
+    await stack.wait_quiescent()
+    # The second order waits for another line too: its unit is held, not shipped alone.
+    assert sorted(await allocations_of(stack, sku)) == sorted([
+        (str(may_ship.order_id), 2, True, str(release.release_id)),
+        (str(held.order_id), 1, False, str(release.release_id)),
+    ])
+
+
 async def test_a_cancelled_line_leaves_the_book_and_a_later_stock_short_for_it_is_ignored(
     stack: Devstack, producer: AIOKafkaProducer, allocator_api: httpx.AsyncClient
 ) -> None:
