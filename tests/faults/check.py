@@ -132,7 +132,9 @@ class LineViews:
     def real_work(self, kinds: tuple[str, ...]) -> list[str]:
         counts = {
             "reserved": sum(1 for r in self.orders.values() if r["reserved"] > 0),
-            "backordered": sum(1 for r in self.orders.values() if r["qty_short"] > 0),
+            # A line cancelled before its StockShort reached orders never shows the shortfall there.
+            "backordered": sum(1 for k, r in self.orders.items()
+                               if r["qty_short"] > 0 or (k in self.inventory and self.inventory[k]["short_seq"] > 0)),
             "allocated": sum(1 for r in self.orders.values() if r["allocated_pick"] + r["allocated_cross_dock"] > 0),
             "cross_docked": sum(1 for r in self.orders.values() if r["allocated_cross_dock"] > 0),
             "cancelled": sum(1 for r in self.orders.values() if r["cancelled"] > 0),
