@@ -4,6 +4,7 @@ or restart a service (optionally armed with a crash point), stop and start Postg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -82,6 +83,31 @@ class FaultStack(Devstack):
         self.broker._proc.kill()
         self.broker._proc.wait()
 
+    async def crash_everything(self) -> None:
+        """kill -9 of every process of the stack at once: the services, the broker, and PostgreSQL
+        (the postmaster and its backends). Nothing is stopped cleanly; start() brings it back."""
+        for service in self.services.values():
+            if service.process.poll() is None:
+                service.process.kill()
+        self.kill_broker()
+        assert self.postgres is not None, "the fault stack needs the embedded PostgreSQL"
+        postmaster = int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])
+        family = [postmaster, *_children(postmaster)]
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for service in self.services.values():
+            service.process.wait()
+            if service.log_file:
+                service.log_file.close()
+        self.services.clear()
+        await self._drop_probe()
+
+        async def all_gone() -> bool:
+            return not any(_alive(pid) for pid in family)
+
+        assert await eventually(all_gone, timeout=10), "PostgreSQL processes outlived kill -9"
+
     @asynccontextmanager
     async def connect(self, service: str) -> AsyncIterator[asyncpg.Connection]:
         """A connection to one service's own database (the shape e2e.conservation expects)."""
@@ -90,6 +116,23 @@ class FaultStack(Devstack):
             yield conn
         finally:
             await conn.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def fault_stack_from_env(root: Path = FAULT_ROOT) -> FaultStack:

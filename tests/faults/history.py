@@ -37,6 +37,7 @@ async def history_problems(stack: FaultStack) -> list[str]:
     cluster = stack.broker.active_cluster_id if stack.broker else None
     problems = _published(outboxes, topics, cluster)
     problems += _consumed(stack.settings, topics, inboxes)
+    problems += _applied(stack.settings, outboxes, topics, inboxes)
     problems += _ordered_per_key(outboxes, topics)
     return problems
 
@@ -117,6 +118,32 @@ def _consumed(settings: Settings, topics: dict[str, list[Message]], inboxes: dic
                     problems[f"{service} missed"].append(
                         f"{service} never applied {envelope.event_type} {envelope.event_id} "
                         f"({topic}[{message.partition}]@{message.offset}, from {envelope.producer})")
+    return _capped(problems)
+
+
+def _applied(
+    settings: Settings, outboxes: dict[str, list[Any]], topics: dict[str, list[Message]], inboxes: dict[str, set[UUID]]
+) -> list[str]:
+    """Every event any service wrote, also those a lost broker held and nobody republished (its
+    consumers had committed past them), is in the inbox of each service that reads its topic and
+    handles its type, or in that service's dead letters on the current broker: none lost."""
+    dead: set[tuple[str, UUID | None]] = set()
+    for topic, messages in topics.items():
+        if topic.endswith(".dlq"):
+            dead |= {(m.headers.get("dlq.consumer", ""), event_id_of(m)) for m in messages}
+    readers = {
+        settings.topic(stream): [s for s, streams in SUBSCRIPTIONS.items() if stream in streams]
+        for streams in SUBSCRIPTIONS.values() for stream in streams
+    }
+    problems: dict[str, list[str]] = defaultdict(list)
+    for producer, rows in outboxes.items():
+        for row in rows:
+            for service in readers.get(row["topic"], []):
+                if row["event_type"] not in HANDLED[service] or (service, row["event_id"]) in dead:
+                    continue
+                if row["event_id"] not in inboxes[service]:
+                    problems[f"{service} lost"].append(
+                        f"{service} never applied {row['event_type']} {row['event_id']} ({producer} outbox #{row['id']})")
     return _capped(problems)
 
 
