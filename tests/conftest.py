@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 import httpx
@@ -96,16 +96,7 @@ async def notifier_api(stack: SessionStack) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def db(stack: SessionStack) -> Callable[[str], AbstractAsyncContextManager[asyncpg.Connection]]:
-    @asynccontextmanager
-    async def connect(service: str) -> AsyncIterator[asyncpg.Connection]:
-        assert service in SERVICES
-        conn = await asyncpg.connect(stack.database_url(service))
-        try:
-            yield conn
-        finally:
-            await conn.close()
-
-    return connect
+    return stack.connect
 
 
 @pytest.fixture(scope="session")

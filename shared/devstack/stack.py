@@ -12,7 +12,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -157,6 +158,17 @@ class Devstack:
 
     def database_url(self, service: str) -> str:
         return asyncpg_dsn(self.settings.service_database_url(service))
+
+    @asynccontextmanager
+    async def connect(self, service: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection to one service's own database (tests and benchmarks read state with it)."""
+        if service not in SERVICES:
+            raise ValueError(f"unknown service {service!r}")
+        conn = await asyncpg.connect(self.database_url(service))
+        try:
+            yield conn
+        finally:
+            await conn.close()
 
     async def wait_ready(self, timeout: float = 60.0, keys: Iterable[str] | None = None) -> None:
         """Every service (or those named by `keys`) answers /readyz with 200."""

@@ -12,9 +12,7 @@ import shutil
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import asyncpg
 import httpx
 import pytest
 from e2e.conservation import assert_conserved
@@ -67,18 +65,6 @@ class OrderFlow:
         self._stop.set()
 
 
-def database(stack: Devstack):  # type: ignore[no-untyped-def]
-    @asynccontextmanager
-    async def connect(service: str) -> AsyncIterator[asyncpg.Connection]:
-        conn = await asyncpg.connect(stack.database_url(service))
-        try:
-            yield conn
-        finally:
-            await conn.close()
-
-    return connect
-
-
 def republished(stack: Devstack) -> dict[str, list[tuple[int, int]]]:
     """Per service, the (republished, retained) counts its relay logged after a broker change."""
     found: dict[str, list[tuple[int, int]]] = {}
@@ -124,7 +110,7 @@ async def test_orders_settle_once_after_the_broker_is_killed(own_stack: Devstack
 
     accepted = flow.answers["201"]
     assert before_kill > 10 and during_loss > 5 and accepted > 20, flow.answers
-    db = database(stack)
+    db = stack.connect
     async with db("orders") as conn:
         states = dict(await conn.fetch("SELECT state, count(*) FROM order_line WHERE sku = ANY($1) GROUP BY state",
                                        [stocked, backordered]))

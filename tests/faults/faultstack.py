@@ -8,11 +8,9 @@ import contextlib
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
-import asyncpg
 from support import eventually
 
 from shared.devstack.stack import REPO, Devstack
@@ -108,14 +106,6 @@ class FaultStack(Devstack):
 
         assert await eventually(all_gone, timeout=10), "PostgreSQL processes outlived kill -9"
 
-    @asynccontextmanager
-    async def connect(self, service: str) -> AsyncIterator[asyncpg.Connection]:
-        """A connection to one service's own database (the shape e2e.conservation expects)."""
-        conn = await asyncpg.connect(self.database_url(service))
-        try:
-            yield conn
-        finally:
-            await conn.close()
 
 
 def _alive(pid: int) -> bool:
