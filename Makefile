@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-unit lint bench migrate clean
+.PHONY: install run test test-unit soak lint bench migrate clean
 
 $(STAMP): requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: install  ## the whole suite against real servers (started once per session
 
 test-unit: install  ## pure domain tests only (no servers)
 	$(BIN)/python -m pytest tests/unit
+
+soak: install  ## kill -9 of a random service at a random moment, SOAK_ROUNDS (10) times with a new seed each
+	for seed in $$(seq 1 $${SOAK_ROUNDS:-10}); do \
+		FAULT_SEED=$$seed $(BIN)/python -m pytest -q tests/faults/test_crash_points.py -k random_service || exit 1; \
+	done
 
 lint: install
 	$(BIN)/ruff check .
