@@ -18,13 +18,14 @@ from datetime import datetime, timedelta
 import asyncpg
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from shared.events import Stream
 from shared.settings import SUBSCRIPTIONS, Settings, asyncpg_dsn
 
+from .consumer import is_unreachable
 from .crashpoints import RELAY_AFTER_PUBLISH, RELAY_BEFORE_PUBLISH, crash_point
 from .offsets import HighwaterProbe, consumed_offsets
 from .tables import OUTBOX_CHANNEL
@@ -142,9 +143,11 @@ class OutboxRelay:
                     backoff = 1.0
                 if self._outage_since is None:
                     self._outage_since = time.monotonic()
-                    log.exception(
+                    # A server out of reach is an outage, not a bug: its traceback would say nothing more.
+                    expected = is_unreachable(error) or isinstance(error, KafkaError)
+                    log.error(
                         "outbox relay of %s failed: %r; retrying with backoff (1-30 s), recovery will be logged",
-                        self.service, error,
+                        self.service, error, exc_info=None if expected else error,
                     )
                 else:
                     log.debug("outbox relay of %s still failing: %r", self.service, error)
