@@ -179,7 +179,7 @@ async def test_relay_republishes_rows_a_lost_broker_forgot(bus: BusFixture) -> N
 async def test_relay_republishes_a_topic_that_lost_what_it_was_sent(bus: BusFixture) -> None:
     """Same broker, but the partition ends before an offset we recorded (a deleted or truncated
     topic on a real cluster): the topic's retained rows are published again."""
-    from shared.bus.relay import broker_cluster_id
+    from shared.bus.rebuild import broker_cluster_id
 
     conn = await asyncpg.connect(asyncpg_dsn(bus.database_url))
     envelope = envelope_for(order_placed())
