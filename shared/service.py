@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.bus.consumer import EventConsumer, Handler, is_unreachable
+from shared.bus.consumer import EventConsumer, Handler
+from shared.bus.failures import is_unreachable
 from shared.bus.outbox import UnitOfWork, unit_of_work
 from shared.bus.relay import OutboxRelay
 from shared.db import create_engine, session_factory

@@ -12,12 +12,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError, MessageSizeTooLargeError
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events import EVENT_TYPES, Envelope, Event, UnknownEventType, parse_envelope
@@ -25,6 +22,7 @@ from shared.logs import OutageTracker
 from shared.settings import Settings
 
 from .crashpoints import CONSUMER_AFTER_DB_COMMIT, crash_point
+from .failures import is_transient, is_unreachable
 from .outbox import UnitOfWork, unit_of_work
 
 log = logging.getLogger("bus.consumer")
@@ -33,40 +31,7 @@ Handler = Callable[[Any, UnitOfWork], Awaitable[None]]
 CLAIM_INBOX = text(
     "INSERT INTO inbox (consumer, event_id) VALUES (:consumer, :event_id) ON CONFLICT DO NOTHING RETURNING event_id"
 )
-UNREACHABLE = (
-    OperationalError, InterfaceError, PoolTimeoutError, ConnectionError, OSError, asyncio.TimeoutError,
-    asyncpg.exceptions.InterfaceError,  # asyncpg's own "connection is closed" (the relay's dedicated connection)
-)
 DEAD_LETTER_TIMEOUT_S = 15.0  # a send the broker never acknowledges must not hold the loop forever
-
-
-def _sqlstate(error: DBAPIError) -> str:
-    return str(getattr(error.orig, "sqlstate", "") or "")
-
-
-def is_unreachable(error: BaseException) -> bool:
-    """The database cannot be used right now: connection refused or reset, a server starting or
-    shutting down, out of connections or resources, the pool timing out (SQLSTATE classes 08, 53,
-    57P). The HTTP side answers these with 503 + Retry-After, the consumer and the relay retry them.
-    Raised through SQLAlchemy (services) or by asyncpg itself (the relay's own connection)."""
-    if isinstance(error, UNREACHABLE):
-        return True
-    if isinstance(error, DBAPIError):
-        sqlstate = _sqlstate(error)
-        return error.connection_invalidated or _unreachable_state(sqlstate)
-    if isinstance(error, asyncpg.PostgresError):
-        return _unreachable_state(str(error.sqlstate or ""))
-    return False
-
-
-def _unreachable_state(sqlstate: str) -> bool:
-    return sqlstate[:2] in {"08", "53"} or sqlstate.startswith("57P")
-
-
-def is_transient(error: BaseException) -> bool:
-    """Worth retrying without dead-lettering: an unreachable database, and deadlocks and
-    serialization failures (SQLSTATE class 40), which succeed when run again."""
-    return is_unreachable(error) or (isinstance(error, DBAPIError) and _sqlstate(error)[:2] == "40")
 
 
 class DeadLetter(Exception):

@@ -22,8 +22,8 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from shared.events import Stream
 from shared.settings import SUBSCRIPTIONS, Settings, asyncpg_dsn
 
-from .consumer import is_unreachable
 from .crashpoints import RELAY_AFTER_PUBLISH, RELAY_BEFORE_PUBLISH, crash_point
+from .failures import is_unreachable
 from .rebuild import BrokerRebuild
 from .tables import OUTBOX_CHANNEL
 

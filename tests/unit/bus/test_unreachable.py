@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from shared.bus.consumer import is_transient, is_unreachable
+from shared.bus.failures import is_transient, is_unreachable
 
 
 @pytest.mark.parametrize(
