@@ -73,5 +73,5 @@ async def test_a_cancel_answered_200_is_never_undone(fault_stack) -> None:
     if not any(forced):
         problems.append("the cancel and the StockShort handler were never both queued on the order's lock")
     await fault_stack.wait_quiescent(timeout=60)
-    problems += await check(fault_stack, record, real_work=("backordered", "cancelled"))
+    problems += await check(fault_stack, record, ("backordered", "cancelled"))
     assert not problems, report(problems)
