@@ -286,10 +286,43 @@ def install_error_handlers(app: FastAPI, retry_after_s: int = 2) -> None:
         title = titles.get(exc.status_code, "Error")
         return problem(exc.status_code, title, str(exc.detail))
 
-    @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "Internal error", "An unexpected error occurred; it has been logged.")
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return internal_error()
+
+    # Not an exception handler for Exception: Starlette calls that one and then raises the error
+    # again for the server, which logs the same traceback a second time.
+    app.add_middleware(UnexpectedErrorMiddleware)
+
+
+def internal_error() -> JSONResponse:
+    return problem(500, "Internal error", "An unexpected error occurred; it has been logged.")
+
+
+class UnexpectedErrorMiddleware:
+    """A bug answers 500 with a problem body and is logged once, with its traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as error:
+            if started:  # too late for another answer: the server closes the connection
+                raise
+            log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=error)
+            await internal_error()(scope, receive, send)
 
 
 class BodyLimitMiddleware:
