@@ -265,7 +265,7 @@ def install_error_handlers(app: FastAPI, retry_after_s: int = 2) -> None:
         """503 + Retry-After while the database cannot be reached: the request did nothing and may
         be sent again as it is; told once per outage in the log, not once per request."""
         if not is_unreachable(exc):
-            return await unexpected(request, exc)
+            raise exc  # a bug, not an outage: UnexpectedErrorMiddleware answers 500 and logs it once
         context: ServiceContext | None = getattr(request.app.state, "context", None)
         database_outage(request.app).refused(exc, context.sessions if context else None)
         detail = f"The database cannot be reached right now; retry the request in {retry_after_s} s."
@@ -285,10 +285,6 @@ def install_error_handlers(app: FastAPI, retry_after_s: int = 2) -> None:
         titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 409: "Conflict", 413: "Request too large"}
         title = titles.get(exc.status_code, "Error")
         return problem(exc.status_code, title, str(exc.detail))
-
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return internal_error()
 
     # Not an exception handler for Exception: Starlette calls that one and then raises the error
     # again for the server, which logs the same traceback a second time.

@@ -113,9 +113,8 @@ async def producer(stack: SessionStack) -> AsyncIterator[AIOKafkaProducer]:
 async def fault_stack() -> AsyncIterator[FaultStack]:
     """A second stack only the fault scenarios use (started on first request), so killing its
     services, PostgreSQL or broker never disturbs `stack`: data in .devstack/faults, PostgreSQL on
-    FAULT_PG_PORT, the broker on FAULT_KAFKA_PORT, services on TEST_PORT_BASE + 101..104."""
-    if os.environ.get("DATABASE_URL") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        pytest.skip("the fault scenarios break the embedded servers; they do not run against configured ones")
+    FAULT_PG_PORT, the broker on FAULT_KAFKA_PORT, services on TEST_PORT_BASE + 101..104. Always the
+    embedded servers, also when the other tests use configured ones: the scenarios kill them."""
     faults = fault_stack_from_env()
     try:
         await faults.start()

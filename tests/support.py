@@ -10,6 +10,8 @@ from uuid import UUID, uuid4
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.db import migrate
+from shared.devstack.embedded import ensure_databases
 from shared.events import Envelope, Event
 from shared.settings import Settings
 
@@ -108,3 +110,12 @@ async def eventually(check, timeout: float = 15.0, interval: float = 0.1):  # ty
         if result or time.monotonic() > deadline:
             return result
         await asyncio.sleep(interval)
+
+
+async def bus_database(settings: Settings, name: str) -> str:
+    """A database of its own with the bus tables (outbox, inbox, relay watermarks), for tests that
+    run a relay or consumer in this process and must see only their own rows; returns its URL."""
+    await ensure_databases(settings.admin_database_url(), [name])
+    url = settings.service_database_url("notifier").rsplit("/", 1)[0] + f"/{name}"
+    await asyncio.to_thread(migrate, "notifier", url)  # any service's first migrations create the bus tables
+    return url

@@ -90,6 +90,9 @@ class Devstack:
     log_to_files: bool = False
     pg_port: int = field(default_factory=lambda: int(os.environ.get("DEVSTACK_PG_PORT", "25432")))
     kafka_port: int = field(default_factory=lambda: int(os.environ.get("DEVSTACK_KAFKA_PORT", "29092")))
+    # The embedded servers whatever DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS say: for stacks whose
+    # tests kill and restart the servers themselves, which they cannot do to configured ones.
+    embedded_only: bool = False
     postgres: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
@@ -98,7 +101,7 @@ class Devstack:
 
     @property
     def embedded(self) -> bool:
-        return not (os.environ.get("DATABASE_URL") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+        return self.embedded_only or not (os.environ.get("DATABASE_URL") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
 
     async def start(self, services: tuple[str, ...] = SERVICES) -> None:
         await self.start_servers()

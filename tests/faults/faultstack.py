@@ -132,6 +132,6 @@ def fault_stack_from_env(root: Path = FAULT_ROOT) -> FaultStack:
     ports = {f"{name}_port": base + 101 + i for i, name in enumerate(("orders", "inventory", "allocator", "notifier"))}
     shutil.rmtree(root, ignore_errors=True)
     return FaultStack(
-        Settings(**ports), root=root, log_to_files=True,  # type: ignore[arg-type]
+        Settings(**ports), root=root, log_to_files=True, embedded_only=True,  # type: ignore[arg-type]
         pg_port=int(os.environ.get("FAULT_PG_PORT", "25436")), kafka_port=int(os.environ.get("FAULT_KAFKA_PORT", "29096")),
     )

@@ -19,8 +19,10 @@ from services.orders.schemas import OrderCreate
 from shared.bus.outbox import unit_of_work
 from shared.db import create_engine, session_factory
 
-LATER_ROWS_SENT = text("SELECT count(*) FROM outbox WHERE id > :id AND sent_at IS NOT NULL")
-OVERTAKEN_BY = 5  # rows written after ours that must be published while ours is still uncommitted
+# Rows published since ours was written (by when they were sent, not by id: the id order is the
+# very thing a late commit breaks).
+ROWS_SENT_SINCE = text("SELECT count(*) FROM outbox WHERE sent_at > :written_at")
+OVERTAKEN_BY = 5  # rows that must be published while ours is still uncommitted
 
 
 async def place_order_committing_late(stack: FaultStack, flow: Flow) -> None:
@@ -32,11 +34,11 @@ async def place_order_committing_late(stack: FaultStack, flow: Flow) -> None:
         async with unit_of_work(sessions, "orders", stack.settings) as uow:
             placement = await place_order(uow, OrderCreate.model_validate(body), f"late-{uuid4().hex}")
             await uow.flush_events()  # our outbox row exists (its id is taken), uncommitted
-            ours = (await uow.session.execute(text("SELECT max(id) FROM outbox"))).scalar_one()
+            written_at = (await uow.session.execute(text("SELECT clock_timestamp()"))).scalar_one()
 
             async def overtaken() -> bool:
                 async with sessions() as other:
-                    return (await other.execute(LATER_ROWS_SENT, {"id": ours})).scalar_one() >= OVERTAKEN_BY
+                    return (await other.execute(ROWS_SENT_SINCE, {"written_at": written_at})).scalar_one() >= OVERTAKEN_BY
 
             assert await eventually(overtaken, timeout=30), f"no {OVERTAKEN_BY} later outbox rows were sent meanwhile"
         answer = placement.response

@@ -22,13 +22,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from e2e.kit import order_body
 from sqlalchemy import text
-from support import eventually, publish
+from support import bus_database, eventually, publish
 
 from services.orders.app import SPEC
 from shared.bus.consumer import EventConsumer
 from shared.bus.outbox import UnitOfWork
-from shared.db import create_engine, migrate, session_factory
-from shared.devstack.embedded import ensure_databases, ensure_topics
+from shared.db import create_engine, session_factory
+from shared.devstack.embedded import ensure_topics
 from shared.events import Customer, OrderedLine, OrderPlaced
 from shared.service import create_app
 from shared.settings import asyncpg_dsn
@@ -133,9 +133,7 @@ async def test_the_consumer_logs_an_outage_once_and_applies_the_event_after_it(
 ) -> None:
     caplog.set_level(logging.INFO)
     settings = stack.settings
-    await ensure_databases(settings.admin_database_url(), [DATABASE])
-    real_url = settings.service_database_url("notifier").rsplit("/", 1)[0] + f"/{DATABASE}"
-    await asyncio.to_thread(migrate, "notifier", real_url)
+    real_url = await bus_database(settings, DATABASE)
     conn = await asyncpg.connect(asyncpg_dsn(real_url))
     await conn.execute("CREATE TABLE IF NOT EXISTS effects (order_id uuid)")
     await conn.close()

@@ -16,13 +16,13 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
-from support import envelope_for, eventually, publish, read_topic
+from support import bus_database, envelope_for, eventually, publish, read_topic
 
 from shared.bus.consumer import DeadLetter, EventConsumer, Handler
 from shared.bus.outbox import UnitOfWork, unit_of_work
 from shared.bus.relay import OutboxRelay
-from shared.db import create_engine, migrate, session_factory
-from shared.devstack.embedded import ensure_databases, ensure_topics
+from shared.db import create_engine, session_factory
+from shared.devstack.embedded import ensure_topics
 from shared.events import Customer, OrderedLine, OrderPlaced, StockShort
 from shared.settings import Settings, asyncpg_dsn
 
@@ -41,9 +41,7 @@ async def bus(stack) -> AsyncIterator[BusFixture]:
     topic = f"bustest-orders-{suffix}"
     settings = stack.settings.model_copy(update={"topic_orders": topic, "outbox_poll_interval_s": 0.5})
     database = "backorder_bustest"
-    await ensure_databases(settings.admin_database_url(), [database])
-    url = settings.service_database_url("notifier").rsplit("/", 1)[0] + f"/{database}"
-    await asyncio.to_thread(migrate, "notifier", url)
+    url = await bus_database(settings, database)
     await ensure_topics(settings.kafka_bootstrap_servers, [topic, f"{topic}.dlq"], partitions=1)
     conn = await asyncpg.connect(asyncpg_dsn(url))
     await conn.execute("CREATE TABLE IF NOT EXISTS effects (event_id uuid, order_id uuid)")

@@ -17,12 +17,12 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
-from support import envelope_for, eventually, read_topic
+from support import bus_database, envelope_for, eventually, read_topic
 
 from shared.bus.consumer import EventConsumer
 from shared.bus.outbox import UnitOfWork
-from shared.db import create_engine, migrate, session_factory
-from shared.devstack.embedded import ensure_databases, ensure_topics
+from shared.db import create_engine, session_factory
+from shared.devstack.embedded import ensure_topics
 from shared.events import Customer, Envelope, OrderedLine, OrderPlaced
 from shared.settings import Settings, asyncpg_dsn
 
@@ -39,9 +39,7 @@ class PoisonBus:
 async def poison_bus(stack) -> AsyncIterator[PoisonBus]:
     """A database with the bus tables and an effects table that only these tests use."""
     settings = stack.settings
-    await ensure_databases(settings.admin_database_url(), [DATABASE])
-    url = settings.service_database_url("notifier").rsplit("/", 1)[0] + f"/{DATABASE}"
-    await asyncio.to_thread(migrate, "notifier", url)
+    url = await bus_database(settings, DATABASE)
     conn = await asyncpg.connect(asyncpg_dsn(url))
     await conn.execute("CREATE TABLE IF NOT EXISTS effects (event_id uuid, order_id uuid)")
     await conn.close()

@@ -12,12 +12,12 @@ from uuid import UUID, uuid4
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
-from support import eventually, read_topic
+from support import bus_database, eventually, read_topic
 
 from shared.bus.outbox import unit_of_work
 from shared.bus.relay import OutboxRelay
-from shared.db import create_engine, migrate, session_factory
-from shared.devstack.embedded import ensure_databases, ensure_topics
+from shared.db import create_engine, session_factory
+from shared.devstack.embedded import ensure_topics
 from shared.events import StockShort
 from shared.settings import asyncpg_dsn
 
@@ -38,9 +38,7 @@ async def test_relay_batches_keep_partition_order_offsets_and_headers(stack) -> 
     topic = f"relaybatch-stock-{suffix}"
     settings = stack.settings.model_copy(update={"topic_stock": topic, "outbox_poll_interval_s": 0.2, "outbox_batch_size": 120})
     database = "backorder_relaybatch"
-    await ensure_databases(settings.admin_database_url(), [database])
-    url = settings.service_database_url("notifier").rsplit("/", 1)[0] + f"/{database}"
-    await asyncio.to_thread(migrate, "notifier", url)
+    url = await bus_database(settings, database)
     await ensure_topics(settings.kafka_bootstrap_servers, [topic], partitions=PARTITIONS)
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:

@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from support import envelope_for, eventually, read_topic
+from support import bus_database, envelope_for, eventually, read_topic
 
 from shared.bus.offsets import HighwaterProbe
 from shared.bus.relay import OutboxRelay
@@ -53,9 +53,7 @@ async def republish(stack) -> AsyncIterator[Republish]:  # type: ignore[no-untyp
     topic = f"republish-orders-{suffix}"
     settings = stack.settings.model_copy(update={"topic_orders": topic, "outbox_poll_interval_s": 0.2})
     database = "backorder_republish"
-    await ensure_databases(settings.admin_database_url(), [database])
-    url = settings.service_database_url("notifier").rsplit("/", 1)[0] + f"/{database}"
-    await asyncio.to_thread(migrate, "notifier", url)
+    url = await bus_database(settings, database)
     await ensure_topics(settings.kafka_bootstrap_servers, [topic], partitions=PARTITIONS)
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:  # earlier tests' rows: a relay would republish them (to topics gone with their broker) and count them

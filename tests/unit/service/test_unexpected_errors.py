@@ -8,17 +8,23 @@ import logging
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from shared.service import install_error_handlers
 
 
-async def test_a_bug_is_a_500_problem_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "bug",
+    [RuntimeError("a bug"), DBAPIError("SELECT nonsense", {}, Exception("a bug: syntax error"))],
+    ids=["plain", "sql_error_with_the_database_up"],
+)
+async def test_a_bug_is_a_500_problem_logged_once(bug: Exception, caplog: pytest.LogCaptureFixture) -> None:
     app = FastAPI()
     install_error_handlers(app)
 
     @app.get("/boom")
     async def boom() -> None:
-        raise RuntimeError("a bug")
+        raise bug
 
     caplog.set_level(logging.ERROR)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)  # a re-raised error would fail the call
@@ -26,6 +32,6 @@ async def test_a_bug_is_a_500_problem_logged_once(caplog: pytest.LogCaptureFixtu
         answer = await client.get("/boom")
     assert answer.status_code == 500
     assert answer.headers["content-type"] == "application/problem+json"
-    assert answer.json()["title"] == "Internal error" and "a bug" not in answer.text
+    assert answer.json()["title"] == "Internal error" and "a bug" not in answer.text and "retry-after" not in answer.headers
     logged = [r for r in caplog.records if r.getMessage() == "unhandled error on GET /boom"]
     assert len(logged) == 1 and logged[0].exc_info is not None
