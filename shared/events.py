@@ -332,7 +332,23 @@ class BackorderAllocated(Event):
     cross_dock: bool
 
 
+class BackorderBooked(Event):
+    """A short line entered the backorder book: the promise the customer is told. `promised_date`
+    is None when no open purchase order covers the line yet; every later move is an EtaChanged."""
+
+    event_type: ClassVar[str] = "BackorderBooked"
+    stream: ClassVar[Stream] = Stream.ALLOCATIONS
+    key_field: ClassVar[str] = "sku"
+    order_id: UUID
+    line_no: int
+    sku: Sku
+    qty_waiting: Qty
+    promised_date: date | None
+
+
 class EtaChanged(Event):
+    """The promised date of a line already in the book moved (BackorderBooked carries the first)."""
+
     event_type: ClassVar[str] = "EtaChanged"
     stream: ClassVar[Stream] = Stream.ALLOCATIONS
     key_field: ClassVar[str] = "sku"
@@ -348,27 +364,40 @@ class EtaChanged(Event):
 
 
 class NotificationSent(Event):
+    """A message reached its receiver (the SMTP server or the platform's webhook answered 2xx).
+    `recipient` is the customer id (email) or the channel (webhook), never an address."""
+
     event_type: ClassVar[str] = "NotificationSent"
     stream: ClassVar[Stream] = Stream.NOTIFICATIONS
     key_field: ClassVar[str] = "order_id"
     order_id: UUID
     notification_id: UUID
-    template: str
-    locale: str
+    kind: str
+    kinds: tuple[str, ...]
+    channel: Literal["email", "webhook"]
     recipient: str
-    cause_event_id: UUID
+    language: str
+    attempts: int
+    cause_event_ids: tuple[UUID, ...] = ()
 
 
 class NotificationFailed(Event):
+    """A message given up: refused for good, or still failing after the last attempt."""
+
     event_type: ClassVar[str] = "NotificationFailed"
     stream: ClassVar[Stream] = Stream.NOTIFICATIONS
     key_field: ClassVar[str] = "order_id"
     order_id: UUID
     notification_id: UUID
-    template: str
+    kind: str
+    kinds: tuple[str, ...]
+    channel: Literal["email", "webhook"]
     recipient: str
+    language: str
+    attempts: int
     error: str
-    cause_event_id: UUID
+    permanent: bool
+    cause_event_ids: tuple[UUID, ...] = ()
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -376,7 +405,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for model in (
         OrderPlaced, LineCancelled, ShipmentRequested, Shipped,
         StockReserved, StockShort, LineRejected, StockReleased, PurchaseOrderChanged, GoodsPutAway,
-        GoodsReceived, BackorderAllocated, EtaChanged, NotificationSent, NotificationFailed,
+        GoodsReceived, BackorderAllocated, BackorderBooked, EtaChanged, NotificationSent, NotificationFailed,
     )
 }
 

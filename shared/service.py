@@ -8,10 +8,10 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -50,6 +50,14 @@ def configure_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+class Worker(Protocol):
+    """A service's own background loop (e.g. the notifier's scheduler), run for the app's lifetime."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass
 class ServiceSpec:
     """What makes one service different from another; everything else is shared."""
@@ -59,6 +67,7 @@ class ServiceSpec:
     routers: Sequence[APIRouter]
     handlers: Mapping[str, Handler] = field(default_factory=dict)
     consumes: Sequence[Stream] = ()
+    workers: Callable[[ServiceContext], Sequence[Worker]] | None = None
 
 
 @dataclass
@@ -70,6 +79,7 @@ class ServiceContext:
     relay: OutboxRelay
     consumer: EventConsumer | None
     intake_open: bool = True
+    workers: list[Worker] = field(default_factory=list)
 
     def uow(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """A transaction whose emitted events reach the outbox in the same commit."""
@@ -110,7 +120,11 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
         )
         context = ServiceContext(spec.name, settings, sessions, producer, relay, consumer)
         app.state.context = context
+        context.workers = workers = list(spec.workers(context)) if spec.workers else []
         tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
+        worker_tasks = [
+            asyncio.create_task(supervise_worker(worker), name=f"{spec.name}-{type(worker).__name__}") for worker in workers
+        ]
         if consumer:
             # Supervised: restarted with backoff if it crashes, so the service never serves HTTP
             # while consuming nothing (readyz reports it down meanwhile).
@@ -130,6 +144,10 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
             # outbox, then close the producer (which flushes) and the pool.
             if consumer:
                 consumer.stop()
+            for worker in workers:
+                worker.stop()
+            if worker_tasks:
+                await asyncio.wait(worker_tasks, timeout=15)
             relay.stop()
             database_outage(app).close()
             await asyncio.wait(tasks, timeout=15)
@@ -154,6 +172,20 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+async def supervise_worker(worker: Worker) -> None:
+    """A worker's loop that crashes is logged and started again (1 s doubling to 30 s), so the
+    service never serves HTTP with one of its loops silently gone."""
+    delay = 1.0
+    while True:
+        try:
+            await worker.run()
+            return
+        except Exception:
+            log.exception("%s crashed; restarting it in %.0f s", type(worker).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def health_router() -> APIRouter:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from faults.faultstack import FaultStack, fault_stack_from_env
+from receivers import RecordingSmtp, WebhookReceiver
 
 from shared.devstack.stack import REPO, Devstack, ServiceProcess
 from shared.settings import SERVICES, Settings
@@ -51,7 +52,40 @@ def containers() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-async def stack(containers: None) -> AsyncIterator[SessionStack]:
+def smtp_server() -> Iterator[RecordingSmtp]:
+    """The SMTP server every stack of the session mails to (the notifier's SMTP_HOST/SMTP_PORT)."""
+    server = RecordingSmtp()
+    server.start()
+    os.environ["SMTP_HOST"], os.environ["SMTP_PORT"] = server.host, str(server.port)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+# The notifier's clocks, shortened for the session's stacks: the still-waiting period (seconds here,
+# days in production) and the retry backoff. The coalescing window keeps its default.
+NOTIFIER_TEST_ENV = {
+    "NOTIFY_STILL_WAITING_EVERY_DAYS": str(8 / 86_400),
+    "DELIVERY_BACKOFF_S": "0.3",
+    "DELIVERY_BACKOFF_MAX_S": "2",
+    "DELIVERY_MAX_ATTEMPTS": "4",
+}
+
+
+@pytest.fixture(scope="session")
+async def stack(containers: None, smtp_server: RecordingSmtp, webhook_receiver: WebhookReceiver) -> AsyncIterator[SessionStack]:
+    os.environ.update(NOTIFIER_TEST_ENV)
     os.environ.setdefault("DEVSTACK_DIR", str(REPO / ".devstack" / "test"))
     os.environ.setdefault("DEVSTACK_PG_PORT", "25433")
     os.environ.setdefault("DEVSTACK_KAFKA_PORT", "29093")

@@ -32,7 +32,7 @@ from services.allocator.domain import (
     queue_order,
 )
 from shared.bus.outbox import UnitOfWork
-from shared.events import EtaChanged
+from shared.events import BackorderBooked, EtaChanged
 
 INSERT_MISSING_SKUS = text(
     "INSERT INTO book_sku (sku) SELECT s FROM unnest(CAST(:skus AS text[])) AS s ORDER BY s ON CONFLICT (sku) DO NOTHING"
@@ -251,36 +251,43 @@ async def inbound_supply(session: AsyncSession, skus: Sequence[str]) -> dict[str
 
 
 async def redate(
-    uow: UnitOfWork, policies: Mapping[str, PriorityPolicy], reason: EtaReason, booked: Iterable[LineKey] = ()
+    uow: UnitOfWork, policies: Mapping[str, PriorityPolicy], reason: EtaReason, booking: BackorderBooked | None = None
 ) -> int:
     """Project the promised date of every waiting line of the (locked) SKUs from their inbound
-    supply, store the dates that moved and emit EtaChanged for exactly those lines."""
+    supply, store the dates that moved and emit EtaChanged for exactly those lines. A line just
+    booked (`booking`) is announced once as BackorderBooked with its date, or None when no
+    purchase order covers it yet, whether or not a date moved."""
     session = uow.session
     if not policies:
         return 0
+    entering = {(booking.order_id, booking.line_no)} if booking else set()
+    booked_date: date | None = None
     skus = list((await session.execute(SELECT_DATABLE, {"skus": sorted(policies)})).scalars())
-    if not skus:
-        return 0
-    book = await waiting_lines(session, skus)
-    supply = await inbound_supply(session, skus)
     moved: list[tuple[str, LineKey, date | None, date | None, EtaReason]] = []
-    for sku in sorted(skus):
-        previous = {line.key: promised for line, promised in book[sku].items()}
-        current = project_promised_dates(queue_order(book[sku], policies[sku]), supply[sku])
-        for change, why in eta_reasons(eta_changes(previous, current), reason, booked):
-            moved.append((sku, change.key, change.previous, change.new, why))
-    if not moved:
-        return 0
-    await session.execute(
-        UPDATE_PROMISED,
-        {
-            "order_ids": [key[0] for _, key, _, _, _ in moved],
-            "line_nos": [key[1] for _, key, _, _, _ in moved],
-            "dates": [new for _, _, _, new, _ in moved],
-        },
-    )
+    if skus:
+        book = await waiting_lines(session, skus)
+        supply = await inbound_supply(session, skus)
+        for sku in sorted(skus):
+            previous = {line.key: promised for line, promised in book[sku].items()}
+            current = project_promised_dates(queue_order(book[sku], policies[sku]), supply[sku])
+            for key in entering & current.keys():
+                booked_date = current[key]
+            for change, why in eta_reasons(eta_changes(previous, current), reason, entering):
+                moved.append((sku, change.key, change.previous, change.new, why))
+    if moved:
+        await session.execute(
+            UPDATE_PROMISED,
+            {
+                "order_ids": [key[0] for _, key, _, _, _ in moved],
+                "line_nos": [key[1] for _, key, _, _, _ in moved],
+                "dates": [new for _, _, _, new, _ in moved],
+            },
+        )
+    if booking:
+        uow.emit(booking.model_copy(update={"promised_date": booked_date}))
     for sku, (order_id, line_no), old, new, why in moved:
-        uow.emit(EtaChanged(order_id=order_id, line_no=line_no, sku=sku, previous_date=old, new_date=new, reason=why.value))
+        if why is not EtaReason.BOOKED:
+            uow.emit(EtaChanged(order_id=order_id, line_no=line_no, sku=sku, previous_date=old, new_date=new, reason=why.value))
     return len(moved)
 
 

@@ -223,7 +223,7 @@ def eta_changes(previous: Mapping[LineKey, date | None], current: Mapping[LineKe
 class EtaReason(StrEnum):
     """Why a promised date moved: the notifier words its message (and apology) after it."""
 
-    BOOKED = "booked"
+    BOOKED = "booked"  # announced as BackorderBooked, not as EtaChanged
     QUEUE_MOVED = "queue_moved"
     PRIORITY_CHANGED = "priority_changed"
     PURCHASE_ORDER_CHANGED = "purchase_order_changed"

@@ -12,6 +12,7 @@ from shared.bus.consumer import DeadLetter, Handler
 from shared.bus.outbox import UnitOfWork
 from shared.events import (
     BackorderAllocated,
+    BackorderBooked,
     GoodsPutAway,
     GoodsReceived,
     LineCancelled,
@@ -105,7 +106,10 @@ async def on_stock_short(event: StockShort, uow: UnitOfWork) -> None:
         },
     )
     if booked.first() is not None:
-        await book.redate(uow, policies, EtaReason.QUEUE_MOVED, booked=[(event.order_id, event.line_no)])
+        booking = BackorderBooked(
+            order_id=event.order_id, line_no=event.line_no, sku=event.sku, qty_waiting=event.qty_short, promised_date=None
+        )
+        await book.redate(uow, policies, EtaReason.QUEUE_MOVED, booking=booking)
 
 
 async def on_line_cancelled(event: LineCancelled, uow: UnitOfWork) -> None:

@@ -21,7 +21,7 @@ from services.orders.domain import (
 )
 from shared.bus.consumer import DeadLetter, Handler
 from shared.bus.outbox import UnitOfWork
-from shared.events import BackorderAllocated, EtaChanged, LineRejected, Shipped, StockReserved, StockShort
+from shared.events import BackorderAllocated, BackorderBooked, EtaChanged, LineRejected, Shipped, StockReserved, StockShort
 
 log = logging.getLogger("orders.handlers")
 
@@ -71,6 +71,12 @@ async def on_backorder_allocated(event: BackorderAllocated, uow: UnitOfWork) -> 
             await save_and_ship(uow, order, order.with_line(apply_allocated(line, event.qty, event.cross_dock)))
 
 
+async def on_backorder_booked(event: BackorderBooked, uow: UnitOfWork) -> None:
+    if loaded := await _load(uow, event.order_id, event.line_no):
+        order, line = loaded
+        await store.save_lines(uow.session, order, order.with_line(apply_eta(line, event.promised_date)))
+
+
 async def on_eta_changed(event: EtaChanged, uow: UnitOfWork) -> None:
     if loaded := await _load(uow, event.order_id, event.line_no):
         order, line = loaded
@@ -97,6 +103,7 @@ HANDLERS: dict[str, Handler] = {
     StockShort.event_type: on_stock_short,
     LineRejected.event_type: on_line_rejected,
     BackorderAllocated.event_type: on_backorder_allocated,
+    BackorderBooked.event_type: on_backorder_booked,
     EtaChanged.event_type: on_eta_changed,
     Shipped.event_type: on_shipped,
 }

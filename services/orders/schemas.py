@@ -12,19 +12,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field
 
 from services.orders.domain import Line, LineState
 from shared.events import Customer, Qty, ShipmentLine, Sku
+from shared.fields import storable
 from shared.settings import get_settings
-
-
-def storable(value: str) -> str:
-    """PostgreSQL text holds no NUL and only valid UTF-8: refuse such input as a 422, not a 500."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from None
-    return value
-
 
 Text = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(storable)]
 # No "5" for 5 and no "yes" for true: a platform sending strings has a bug worth hearing about.

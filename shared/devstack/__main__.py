@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -19,6 +20,7 @@ log = logging.getLogger("devstack")
 
 
 async def run() -> int:
+    os.environ.setdefault("DEVSTACK_SMTP_PORT", "2525")
     stack = Devstack(get_settings())
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -31,6 +33,9 @@ async def run() -> int:
         for name in SERVICES:
             print(f"  {name:<10} {stack.base_url(name)}   (OpenAPI: {stack.base_url(name)}/docs)", flush=True)
         print(f"  PostgreSQL {stack.settings.database_url}\n  Kafka      {stack.settings.kafka_bootstrap_servers}", flush=True)
+        if stack.mail_sink is not None:
+            sink = stack.mail_sink
+            print(f"  Mail       smtp://{sink.host}:{sink.port}: every customer email is saved in {sink.directory}/", flush=True)
         print("Press Ctrl-C to stop (intake closes, events drain, then the servers stop).\n", flush=True)
         await stack.supervise(stopping)
     except DevstackError as error:

@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 from shared.bus.offsets import HighwaterProbe
 from shared.db import migrate
 from shared.devstack.embedded import DevstackError, EmbeddedBroker, EmbeddedPostgres, ensure_databases, ensure_topics
+from shared.devstack.mailsink import MailSink
 from shared.settings import SERVICES, SUBSCRIPTIONS, Settings, asyncpg_dsn
 
 log = logging.getLogger("devstack")
@@ -93,6 +94,9 @@ class Devstack:
     # The embedded servers whatever DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS say: for stacks whose
     # tests kill and restart the servers themselves, which they cannot do to configured ones.
     embedded_only: bool = False
+    # A local SMTP sink (mail saved under <root>/mail) unless SMTP_HOST names a server; 0 = any free port.
+    smtp_port: int = field(default_factory=lambda: int(os.environ.get("DEVSTACK_SMTP_PORT", "0")))
+    mail_sink: MailSink | None = None
     postgres: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
@@ -104,6 +108,9 @@ class Devstack:
         return self.embedded_only or not (os.environ.get("DATABASE_URL") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
 
     async def start(self, services: tuple[str, ...] = SERVICES) -> None:
+        if not os.environ.get("SMTP_HOST") and self.mail_sink is None:
+            self.mail_sink = MailSink(self.root / "mail", self.settings.host, self.smtp_port)
+            self.mail_sink.start()
         await self.start_servers()
         await self.prepare(services)
         for name in services:
@@ -137,6 +144,8 @@ class Devstack:
         env["DATABASE_URL"] = self.settings.database_url
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.settings.kafka_bootstrap_servers
         env["PYTHONPATH"] = str(REPO)
+        if self.mail_sink is not None:
+            env.update(SMTP_HOST=self.mail_sink.host, SMTP_PORT=str(self.mail_sink.port), SMTP_SECURITY="none")
         return env
 
     def start_service(
@@ -373,3 +382,6 @@ class Devstack:
             self.broker.stop()
         if self.postgres:
             await asyncio.to_thread(self.postgres.stop)
+        if self.mail_sink is not None:
+            self.mail_sink.stop()
+            self.mail_sink = None

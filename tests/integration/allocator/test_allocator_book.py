@@ -168,7 +168,8 @@ async def test_purchase_orders_give_promised_dates_and_a_slip_redates_exactly_th
     assert [i["promised_date"] for i in await book_of(allocator_api, sku)] == [day(10), day(25), None]
     assert (await eta_changes_of(stack, sku))[len(dated) :] == [(str(b.order_id), 1, day(20), day(25), "purchase_order_changed")]
 
-    # A line entering the book with a known date is "booked"; cancelling PO-1 moves everyone.
+    # A line entering the book is announced once, as BackorderBooked with its date (not as an
+    # EtaChanged); cancelling PO-1 then moves everyone.
     await publish(producer, stack.settings, purchase_order(f"PO-{uuid4().hex[:8]}", sku, 20, days=30))
     await stack.wait_quiescent()
     d = short(sku, 2, minute=3)
@@ -179,9 +180,10 @@ async def test_purchase_orders_give_promised_dates_and_a_slip_redates_exactly_th
     await stack.wait_quiescent()
 
     changes = await eta_changes_of(stack, sku)
-    assert changes[len(dated) + 1 : seen] == [
-        (str(c.order_id), 1, None, day(30), "purchase_order_changed"),
-        (str(d.order_id), 1, None, day(30), "booked"),
+    assert changes[len(dated) + 1 : seen] == [(str(c.order_id), 1, None, day(30), "purchase_order_changed")]
+    bookings = await events_of(stack.settings, stack.settings.topic(Stream.ALLOCATIONS), "BackorderBooked", sku=sku)
+    assert [(e.payload["order_id"], e.payload["qty_waiting"], e.payload["promised_date"]) for e in bookings] == [
+        (str(a.order_id), 4, None), (str(b.order_id), 4, None), (str(c.order_id), 4, None), (str(d.order_id), 2, day(30)),
     ]
     assert sorted(changes[seen:]) == sorted(
         [

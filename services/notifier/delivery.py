@@ -1,0 +1,334 @@
+"""The courier: claims due notifications, sends them (SMTP, signed webhooks) outside any database
+transaction, and records every attempt with its outcome, retrying transient failures with backoff.
+
+A claim is a lease: a sender that dies after the send and before the record leaves the row to be
+sent again when the lease ends, under the same notification id (email Message-ID, webhook-id), so
+receivers can drop the repeat. Concurrency is bounded overall and per destination, so a dead or
+slow endpoint holds only its own share of the slots."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+from uuid import UUID
+
+import aiosmtplib
+import httpx
+from sqlalchemy import text
+from standardwebhooks import Webhook
+
+from services.notifier.domain import Outcome, RetryPolicy, http_outcome, smtp_outcome
+from services.notifier.settings import NotifierSettings
+from shared.bus.failures import is_unreachable
+from shared.events import NotificationFailed, NotificationSent
+from shared.service import ServiceContext
+
+log = logging.getLogger("notifier.delivery")
+
+# Candidates are locked with SKIP LOCKED (another instance passes over them), then at most `room`
+# per destination are taken, so one destination's backlog cannot fill every free slot.
+CLAIM = text(
+    """
+    WITH candidate AS (
+        SELECT id, order_id, channel, destination, recipient, next_attempt_at FROM notification
+        WHERE status IN ('pending', 'sending') AND next_attempt_at <= now() AND (status = 'pending' OR lease_until < now())
+        ORDER BY next_attempt_at LIMIT :scan FOR UPDATE SKIP LOCKED
+    ), ranked AS (
+        SELECT c.*, row_number() OVER (PARTITION BY c.destination ORDER BY c.next_attempt_at) AS rank FROM candidate c
+    ), chosen AS (
+        SELECT r.* FROM ranked r
+        LEFT JOIN unnest(CAST(:busy AS text[]), CAST(:room AS int[])) AS b(destination, room) ON b.destination = r.destination
+        WHERE r.rank <= coalesce(b.room, :per_destination)
+        ORDER BY r.next_attempt_at LIMIT :limit
+    )
+    UPDATE notification n
+    SET status = 'sending', attempts = n.attempts + 1, lease_until = now() + make_interval(secs => :lease)
+    FROM chosen LEFT JOIN customer_contact contact ON contact.order_id = chosen.order_id AND chosen.channel = 'email'
+                LEFT JOIN channel platform ON platform.name = chosen.recipient AND chosen.channel = 'webhook'
+    WHERE n.id = chosen.id
+    RETURNING n.id, n.order_id, n.kind, n.kinds, n.channel, n.destination, n.recipient, n.language, n.subject,
+              n.body_text, n.body_html, CAST(n.payload AS text) AS payload, n.attempts, n.cause_event_ids,
+              contact.email, platform.webhook_secret
+    """
+)
+RECORD_ATTEMPT = text(
+    "INSERT INTO delivery_attempt (notification_id, attempt, started_at, finished_at, outcome, error)"
+    " VALUES (:id, :attempt, :started_at, :finished_at, :outcome, :error) ON CONFLICT DO NOTHING"
+)
+# Only while this instance still holds the lease: a row another instance re-claimed is its to record.
+RECORD_RESULT = text(
+    """
+    UPDATE notification SET status = :status, next_attempt_at = :next_attempt_at, last_error = :error, lease_until = NULL,
+        sent_at = CASE WHEN :status = 'sent' THEN CAST(:finished_at AS timestamptz) ELSE sent_at END
+    WHERE id = :id AND status = 'sending' AND attempts = :attempt
+    RETURNING id
+    """
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: UUID
+    order_id: UUID
+    kind: str
+    kinds: list[str]
+    channel: str
+    destination: str
+    recipient: str
+    language: str
+    subject: str
+    body_text: str
+    body_html: str
+    payload: str
+    attempts: int
+    cause_event_ids: list[UUID]
+    email: str | None
+    webhook_secret: str | None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    notification: Claimed
+    outcome: Outcome
+    error: str | None
+    started_at: datetime
+    finished_at: datetime
+
+
+class SmtpPool:
+    """SMTP connections kept open and reused: a connection per message costs more than the message."""
+
+    def __init__(self, settings: NotifierSettings) -> None:
+        self.settings = settings
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(settings.smtp_connections)
+
+    async def send(self, message: EmailMessage) -> None:
+        async with self._slots:
+            client = self._idle.pop() if self._idle else None
+            try:
+                if client is None or not client.is_connected:
+                    client = await self._connect()
+                await client.send_message(message)
+            except BaseException:
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        client.close()
+                raise
+            self._idle.append(client)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host, port=s.smtp_port, use_tls=s.smtp_security == "tls",
+            start_tls=s.smtp_security == "starttls", timeout=s.delivery_timeout_s,
+        )
+        await client.connect()
+        if s.smtp_user:
+            await client.login(s.smtp_user, s.smtp_password or "")
+        return client
+
+    async def close(self) -> None:
+        for client in self._idle:
+            with contextlib.suppress(Exception):
+                await client.quit()
+        self._idle.clear()
+
+
+def email_message(n: Claimed, settings: NotifierSettings) -> EmailMessage:
+    message = EmailMessage()
+    message["Message-ID"] = f"<{n.id}@{settings.mail_message_id_domain}>"
+    message["From"] = settings.mail_from
+    message["To"] = n.email or ""
+    message["Subject"] = n.subject
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Content-Language"] = n.language
+    message["X-Order-Id"] = str(n.order_id)
+    message.set_content(n.body_text)
+    message.add_alternative(n.body_html, subtype="html")
+    return message
+
+
+class Courier:
+    def __init__(self, context: ServiceContext, settings: NotifierSettings) -> None:
+        self.context = context
+        self.settings = settings
+        self.retry: RetryPolicy = settings.retry_policy()
+        self.smtp = SmtpPool(settings)
+        self.http = self._http_client()
+        self.inflight: dict[asyncio.Task[Attempt], str] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.sent = 0
+
+    def _http_client(self) -> httpx.AsyncClient:
+        """Redirects are not followed: a webhook answers for itself, it does not send us elsewhere."""
+        pool = self.settings.delivery_concurrency
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+        return httpx.AsyncClient(timeout=self.settings.delivery_timeout_s, follow_redirects=False, limits=limits)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def _room(self) -> tuple[list[str], list[int]]:
+        """Free places of every destination with messages in flight (SMTP is bounded by its pool)."""
+        busy = Counter(self.inflight.values())
+        limits = {d: (min(self.settings.delivery_per_destination, self.settings.smtp_connections) if d == "smtp"
+                      else self.settings.delivery_per_destination) for d in [*busy, "smtp"]}
+        names = sorted(limits)
+        return names, [max(limits[d] - busy.get(d, 0), 0) for d in names]
+
+    async def run(self) -> None:
+        if self.http.is_closed:  # run again after a crash
+            self.http = self._http_client()
+        try:
+            while not self._stopping.is_set():
+                await self._claim_and_start()
+                await self._wait()
+                await self._record_finished()
+            if self.inflight:  # let what is on the wire finish and be recorded
+                await asyncio.wait(list(self.inflight), timeout=self.settings.delivery_timeout_s)
+                await self._record_finished()
+        finally:
+            for task in self.inflight:
+                task.cancel()
+            await self.http.aclose()
+            await self.smtp.close()
+
+    async def _claim_and_start(self) -> None:
+        free = self.settings.delivery_concurrency - len(self.inflight)
+        if free <= 0:
+            return
+        try:
+            claimed = await self.claim(free)
+        except Exception as error:
+            log.warning("claiming notifications failed: %s", error, exc_info=not is_unreachable(error))
+            return
+        for notification in claimed:
+            task = asyncio.create_task(self.deliver(notification), name=f"deliver-{notification.id}")
+            self.inflight[task] = notification.destination
+
+    async def _wait(self) -> None:
+        self._wake.clear()
+        waiters: list[asyncio.Future[Any]] = [*self.inflight, asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.settings.notify_poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiters[-1].cancel()
+
+    async def claim(self, limit: int) -> list[Claimed]:
+        names, room = self._room()
+        params = {
+            "scan": limit * 4, "limit": limit, "busy": names, "room": room,
+            "per_destination": self.settings.delivery_per_destination, "lease": self.settings.delivery_lease_s,
+        }
+        async with self.context.sessions() as session, session.begin():
+            rows = (await session.execute(CLAIM, params)).mappings().all()
+        return [Claimed(**row) for row in rows]
+
+    async def deliver(self, n: Claimed) -> Attempt:
+        started = datetime.now(UTC)
+        try:
+            async with asyncio.timeout(self.settings.delivery_timeout_s):
+                outcome, error = await (self._email(n) if n.channel == "email" else self._webhook(n))
+        except TimeoutError:
+            outcome, error = Outcome.TRANSIENT, f"timed out after {self.settings.delivery_timeout_s:g} s"
+        except Exception as exc:  # a sender bug must not lose the row: it is retried, then failed
+            log.exception("sending notification %s failed unexpectedly", n.id)
+            outcome, error = Outcome.TRANSIENT, f"{exc.__class__.__name__}: {exc}"
+        return Attempt(n, outcome, error, started, datetime.now(UTC))
+
+    async def _email(self, n: Claimed) -> tuple[Outcome, str | None]:
+        if not n.email:
+            return Outcome.PERMANENT, "no email address is known for this order"
+        try:
+            await self.smtp.send(email_message(n, self.settings))
+        except aiosmtplib.SMTPRecipientsRefused as refused:
+            code = refused.recipients[0].code if refused.recipients else 550
+            return smtp_outcome(code), f"SMTP {code}: recipient refused"
+        except aiosmtplib.SMTPResponseException as response:
+            return smtp_outcome(response.code), f"SMTP {response.code}: {response.message}"
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return Outcome.TRANSIENT, f"SMTP server unreachable: {exc.__class__.__name__}: {exc}"
+        return Outcome.SENT, None
+
+    async def _webhook(self, n: Claimed) -> tuple[Outcome, str | None]:
+        if not n.webhook_secret:
+            return Outcome.PERMANENT, f"channel {n.recipient} has no webhook secret any more"
+        message_id = f"msg_{n.id}"
+        now = datetime.now(UTC)
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(n.webhook_secret).sign(message_id, now, n.payload),
+        }
+        try:
+            response = await self.http.post(n.destination, content=n.payload.encode(), headers=headers)
+        except httpx.TimeoutException:
+            return Outcome.TRANSIENT, f"timed out after {self.settings.delivery_timeout_s:g} s"
+        except httpx.HTTPError as exc:
+            return Outcome.TRANSIENT, f"{exc.__class__.__name__}: {exc}"
+        outcome = http_outcome(response.status_code)
+        return outcome, None if outcome is Outcome.SENT else f"HTTP {response.status_code}: {response.text[:200]}"
+
+    async def _record_finished(self) -> None:
+        done = [task for task in self.inflight if task.done()]
+        if not done:
+            return
+        attempts = [task.result() for task in done if not task.cancelled() and task.exception() is None]
+        for task in done:
+            del self.inflight[task]
+        while True:
+            try:
+                await self.record(attempts)
+                return
+            except Exception as error:  # the database is away: keep the results until it is back
+                log.warning("recording %d deliveries failed, retrying: %s", len(attempts), error)
+                if self._stopping.is_set():
+                    return  # the leases expire and the rows are sent again, same ids
+                await asyncio.sleep(1)
+
+    async def record(self, attempts: list[Attempt]) -> None:
+        """Every attempt is kept; a sent or given-up message is announced on the notifications topic."""
+        if not attempts:
+            return
+        async with self.context.uow() as uow:
+            session = uow.session
+            for a in attempts:
+                n = a.notification
+                delay = self.retry.next_delay(n.attempts, a.outcome)
+                status = "sent" if a.outcome is Outcome.SENT else ("pending" if delay is not None else "failed")
+                params = {"id": n.id, "attempt": n.attempts, "started_at": a.started_at, "finished_at": a.finished_at,
+                          "outcome": a.outcome.value, "error": a.error}
+                await session.execute(RECORD_ATTEMPT, params)
+                next_at = a.finished_at + timedelta(seconds=delay or 0)
+                result = await session.execute(
+                    RECORD_RESULT, {**params, "status": status, "next_attempt_at": next_at}
+                )
+                if result.first() is None:
+                    continue  # our lease ran out and another sender owns the row now
+                common: dict[str, Any] = {
+                    "order_id": n.order_id, "notification_id": n.id, "kind": n.kind, "kinds": tuple(n.kinds),
+                    "channel": n.channel, "recipient": n.recipient, "language": n.language, "attempts": n.attempts,
+                    "cause_event_ids": tuple(n.cause_event_ids),
+                }
+                if status == "sent":
+                    self.sent += 1
+                    uow.emit(NotificationSent(**common), correlation_id=str(n.order_id))
+                elif status == "failed":
+                    log.warning("notification %s (%s, %s to %s) given up after %d attempts: %s",
+                                n.id, n.kind, n.channel, n.recipient, n.attempts, a.error)
+                    uow.emit(NotificationFailed(**common, error=a.error or "", permanent=a.outcome is Outcome.PERMANENT),
+                             correlation_id=str(n.order_id))

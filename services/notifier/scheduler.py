@@ -1,0 +1,132 @@
+"""The scheduler: turns each order whose coalescing window closed (or whose still-waiting update is
+due) into one message, rendered in the customer's language, as one notification per channel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from services.notifier import store
+from services.notifier.domain import Kind, Message, Notice, compose, still_waiting_due
+from services.notifier.render import Rendered, render
+from services.notifier.settings import NotifierSettings
+from shared.bus.failures import is_unreachable
+from shared.service import ServiceContext
+
+log = logging.getLogger("notifier.scheduler")
+ORDERS_PER_TRANSACTION = 200
+
+
+def webhook_payload(notification_id: UUID, message: Message, rendered: Rendered, at: datetime) -> dict[str, Any]:
+    """The JSON a platform receives (Standard Webhooks shape: type, timestamp, data)."""
+
+    def plain(value: Any) -> Any:
+        return value.isoformat() if isinstance(value, date) else value
+
+    sections = [
+        json.loads(json.dumps(asdict(section), default=plain)) for section in message.sections
+    ]
+    return {
+        "type": f"order.{message.kind.value}",
+        "timestamp": at.isoformat(),
+        "data": {
+            "notification_id": str(notification_id),
+            "order_id": str(message.order_id),
+            "external_id": message.external_id,
+            "channel": message.channel,
+            "customer_id": message.customer_id,
+            "kinds": [kind.value for kind in message.kinds],
+            "language": message.language,
+            "sections": sections,
+            "subject": rendered.subject,
+            "text": rendered.text,
+        },
+    }
+
+
+def notification_rows(
+    message: Message, rendered: Rendered, webhook_url: str | None, send_email: bool, causes: list[UUID], at: datetime
+) -> list[dict[str, Any]]:
+    """One notification per channel: email unless the platform turned it off, a webhook when the
+    platform registered one. The recipient is the customer id or the channel, never an address."""
+    rows = []
+    targets = ([("email", "smtp", message.customer_id)] if send_email else []) + (
+        [("webhook", webhook_url, message.channel)] if webhook_url else []
+    )
+    for channel, destination, recipient in targets:
+        notification_id = uuid4()
+        rows.append(
+            {
+                "id": notification_id, "order_id": message.order_id, "customer_id": message.customer_id,
+                "kind": message.kind.value, "kinds": [k.value for k in message.kinds], "channel": channel,
+                "destination": destination, "recipient": recipient, "language": message.language,
+                "subject": rendered.subject, "body_text": rendered.text, "body_html": rendered.html,
+                "payload": json.dumps(webhook_payload(notification_id, message, rendered, at)),
+                "cause_event_ids": [str(c) for c in causes], "resend_of": None,
+            }
+        )
+    return rows
+
+
+class MessageScheduler:
+    """Runs in every notifier instance; SKIP LOCKED on the order rows keeps two instances from
+    composing the same window or the same still-waiting update."""
+
+    def __init__(self, context: ServiceContext, settings: NotifierSettings, composed: Callable[[], None]) -> None:
+        self.context = context
+        self.settings = settings
+        self.composed = composed  # wakes the courier
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                count = await self.compose_due()
+            except Exception as error:  # the database is away, or a bug: log it and keep the loop
+                log.warning("composing messages failed: %s", error, exc_info=not is_unreachable(error))
+                count = 0
+            if count:
+                self.composed()
+            if count < ORDERS_PER_TRANSACTION:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.settings.notify_poll_interval_s)
+
+    async def compose_due(self) -> int:
+        """Compose every due order (up to a batch) in one transaction; returns how many orders."""
+        period = timedelta(days=self.settings.notify_still_waiting_every_days)
+        async with self.context.uow() as uow:
+            session = uow.session
+            order_ids = await store.lock_due_orders(session, ORDERS_PER_TRANSACTION)
+            now = datetime.now(UTC)
+            rows: list[dict[str, Any]] = []
+            for order_id in order_ids:
+                order, last_message_at = await store.lock_order(session, order_id)
+                pending = await store.read_pending(session, order_id)
+                notices = list(pending.notices)
+                if pending.still_waiting_due and still_waiting_due(order, last_message_at, now, period):
+                    notices.append(Notice(Kind.STILL_WAITING))
+                message = None
+                if notices:
+                    preferences = await store.read_preferences(session, order.customer_id)
+                    consolations = await store.read_consolations(session, order_id)
+                    message = compose(order, notices, preferences, now.date(), consolations)
+                if message is not None:
+                    webhook_url, send_email = await store.read_channel(session, order.channel)
+                    rows += notification_rows(message, render(message), webhook_url, send_email, pending.causes, now)
+                await store.close_window(session, order_id)
+                waiting = order.confirmed and bool(order.waiting_lines)
+                await store.after_message(
+                    session, order_id, message is not None, waiting, pending.still_waiting_due, period.total_seconds()
+                )
+            await store.insert_notifications(session, rows)
+        return len(order_ids)
