@@ -249,6 +249,7 @@ class Message:
     channel: str
     sections: tuple[Section, ...]
     today: date
+    locale: str = ""  # the customer's locale (e.g. en-GB), for dates and numbers in their format
 
     @property
     def kind(self) -> Kind:
@@ -366,8 +367,10 @@ def compose(
                 sections.append(Section(notice.kind, items=items, waiting=waiting))
     if not sections:
         return None
-    language = language_of(preferences.language or order.locale)
-    return Message(order.order_id, order.external_id, order.customer_id, language, order.channel, tuple(sections), today)
+    sections.sort(key=lambda section: PRECEDENCE.index(section.kind))  # the headline first
+    locale = preferences.language or order.locale
+    language = language_of(locale)
+    return Message(order.order_id, order.external_id, order.customer_id, language, order.channel, tuple(sections), today, locale)
 
 
 # --- still waiting --------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ async def mails_settle(smtp: RecordingSmtp, address: str, count: int, quiet: flo
 
 
 def day(value: date) -> str:
-    return format_skeleton("dMMMM" if value.year == date.today().year else "yMMMMd", value, locale="en")
+    return format_skeleton("dMMMM" if value.year == date.today().year else "yMMMMd", value, locale="en_GB")
 
 
 async def test_a_backorder_is_confirmed_once_with_every_line_and_date_then_a_slip_apologises_once(
