@@ -1,0 +1,248 @@
+"""The notifier against a real SMTP server and a real webhook receiver (each signature verified with
+the `standardwebhooks` library): coalescing, once-only sending across redelivery and a restart,
+retries of transient failures, none of permanent ones, and a slow endpoint that holds up nobody else."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+from e2e.kit import count_stock, new_sku, set_policy
+from receivers import RecordingSmtp, WebhookReceiver
+from support import events_of, eventually, publish
+
+from shared.events import EVENT_TYPES
+
+WINDOW_S = 2.0
+
+
+def customer() -> dict[str, str]:
+    token = uuid4().hex[:10]
+    return {"id": f"cust-{token}", "email": f"d-{token}@example.com", "locale": "en"}
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
+async def stocked_sku(inventory_api: httpx.AsyncClient, units: int = 50) -> str:
+    sku = new_sku("NT")
+    await set_policy(inventory_api, sku, supplier="ACME")
+    await count_stock(inventory_api, sku, units)
+    return sku
+
+
+async def place(orders_api: httpx.AsyncClient, who: dict[str, str], lines: list[tuple[str, int]], channel: str = "web") -> str:
+    body = {
+        "external_id": f"SO-{uuid4().hex[:8]}", "channel": channel, "customer": who,
+        "lines": [{"sku": sku, "qty": qty} for sku, qty in lines], "shipping": {"partial_allowed": True},
+    }
+    placed = await orders_api.post("/v1/orders", json=body)
+    assert placed.status_code == 201, placed.text
+    order_id: str = placed.json()["id"]
+    return order_id
+
+
+async def register(notifier_api: httpx.AsyncClient, receiver: WebhookReceiver, send_email: bool = True) -> str:
+    channel = f"shop-{uuid4().hex[:8]}"
+    secret = new_secret()
+    receiver.register(channel, secret)
+    put = await notifier_api.put(
+        f"/v1/channels/{channel}", json={"webhook_url": receiver.url(channel), "webhook_secret": secret, "send_email": send_email}
+    )
+    assert put.status_code == 200, put.text
+    assert put.json()["has_webhook_secret"] is True and "webhook_secret" not in put.json()
+    return channel
+
+
+async def notifications(notifier_api: httpx.AsyncClient, order_id: str, **params: Any) -> list[dict[str, Any]]:
+    response = await notifier_api.get("/v1/notifications", params={"order_id": order_id, **params})
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def until_settled(notifier_api: httpx.AsyncClient, order_id: str, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    """`count` notifications of the order, none of them still pending or being sent."""
+
+    async def settled() -> list[dict[str, Any]] | None:
+        items = await notifications(notifier_api, order_id)
+        done = len(items) >= count and all(n["status"] in ("sent", "failed") for n in items)
+        return items if done else None
+
+    items = await eventually(settled, timeout=timeout)
+    assert items is not None, await notifications(notifier_api, order_id)
+    return items
+
+
+async def confirmed(smtp: RecordingSmtp, notifier_api: httpx.AsyncClient, order_id: str, who: dict[str, str]) -> None:
+    await until_settled(notifier_api, order_id, 1)
+    assert [m.subject for m in smtp.to(who["email"])] and "confirmed" in smtp.to(who["email"])[0].subject
+
+
+async def test_two_cancels_within_the_window_become_one_message(
+    stack, orders_api, inventory_api, notifier_api, smtp_server
+) -> None:
+    sku = await stocked_sku(inventory_api)
+    who = customer()
+    order_id = await place(orders_api, who, [(sku, 1), (sku, 2)])
+    await confirmed(smtp_server, notifier_api, order_id, who)
+
+    for line_no in (1, 2):
+        cancel = await orders_api.post(f"/v1/orders/{order_id}/lines/{line_no}/cancel", json={"reason": "customer_request"})
+        assert cancel.status_code == 200, cancel.text
+    items = await until_settled(notifier_api, order_id, 2)
+    await asyncio.sleep(WINDOW_S + 1)
+
+    assert [n["kind"] for n in await notifications(notifier_api, order_id)] == ["cancelled", "confirmation"]
+    mails = smtp_server.to(who["email"])
+    assert len(mails) == 2
+    assert "cancel" in mails[1].subject.lower()
+    assert mails[1].text().count(sku) == 2  # both lines in the one message
+    assert items[0]["status"] == "sent" and items[0]["attempts"] == 1
+
+
+async def test_a_redelivered_event_sends_nothing_again(
+    stack, producer, orders_api, inventory_api, notifier_api, smtp_server
+) -> None:
+    sku = await stocked_sku(inventory_api)
+    who = customer()
+    order_id = await place(orders_api, who, [(sku, 1), (sku, 1)])
+    await confirmed(smtp_server, notifier_api, order_id, who)
+    cancel = await orders_api.post(f"/v1/orders/{order_id}/lines/1/cancel", json={"reason": "customer_request"})
+    assert cancel.status_code == 200
+    await until_settled(notifier_api, order_id, 2)
+
+    # The same envelopes again, same event ids: as a broker redelivers them, or a replay.
+    for event_type in ("OrderPlaced", "LineCancelled"):
+        for envelope in await events_of(stack.settings, "orders", event_type, order_id=order_id):
+            await publish(producer, stack.settings, EVENT_TYPES[event_type].model_validate(envelope.payload),
+                          event_id=envelope.event_id)
+    for envelope in await events_of(stack.settings, "stock", "StockReserved", order_id=order_id):
+        await publish(producer, stack.settings, EVENT_TYPES["StockReserved"].model_validate(envelope.payload),
+                      event_id=envelope.event_id)
+    await stack.wait_quiescent()
+    await asyncio.sleep(WINDOW_S + 1.5)
+
+    assert [n["kind"] for n in await notifications(notifier_api, order_id)] == ["cancelled", "confirmation"]
+    assert len(smtp_server.to(who["email"])) == 2
+
+
+async def test_a_restart_inside_the_window_sends_the_message_once(
+    stack, db, orders_api, inventory_api, notifier_api, smtp_server
+) -> None:
+    sku = await stocked_sku(inventory_api)
+    who = customer()
+    order_id = await place(orders_api, who, [(sku, 1), (sku, 1)])
+    await confirmed(smtp_server, notifier_api, order_id, who)
+
+    cancel = await orders_api.post(f"/v1/orders/{order_id}/lines/2/cancel", json={"reason": "customer_request"})
+    assert cancel.status_code == 200
+
+    async def noticed() -> bool:
+        async with db("notifier") as connection:
+            return bool(await connection.fetchval("SELECT count(*) FROM notice WHERE order_id = $1", UUID(order_id)))
+
+    assert await eventually(noticed, timeout=10, interval=0.02), "the cancel never reached the notifier"
+    notifier = stack.services["notifier"]
+    started = time.monotonic()
+    notifier.process.kill()  # inside the window: the moment is only in the database
+    notifier.process.wait()
+    stack.start_service("notifier", notifier.port)
+    await stack.wait_ready()
+    assert time.monotonic() - started < 30
+
+    await until_settled(notifier_api, order_id, 2)
+    await asyncio.sleep(WINDOW_S + 1)
+    assert [n["kind"] for n in await notifications(notifier_api, order_id)] == ["cancelled", "confirmation"]
+    assert len(smtp_server.to(who["email"])) == 2
+
+
+async def test_a_transient_failure_is_retried_with_the_same_message_id_until_it_goes_through(
+    stack, orders_api, inventory_api, notifier_api, smtp_server, webhook_receiver
+) -> None:
+    sku = await stocked_sku(inventory_api)
+    channel = await register(notifier_api, webhook_receiver)
+    webhook_receiver.script(channel, 503, 429)
+    who = customer()
+    smtp_server.refuse(who["email"], 451)
+    order_id = await place(orders_api, who, [(sku, 1)], channel=channel)
+
+    items = await until_settled(notifier_api, order_id, 2)
+    by_channel = {n["channel"]: n for n in items}
+    assert by_channel["webhook"]["status"] == "sent" and by_channel["webhook"]["attempts"] == 3
+    assert by_channel["email"]["status"] == "sent" and by_channel["email"]["attempts"] == 2
+
+    hooks = webhook_receiver.of(channel)
+    assert [h.status for h in hooks] == [503, 429, 200]
+    assert all(h.verified for h in hooks), "every attempt carries a valid Standard Webhooks signature"
+    assert len({h.headers["webhook-id"] for h in hooks}) == 1  # the same message, so the platform can drop repeats
+    payload = hooks[-1].payload
+    assert payload is not None and payload["type"] == "order.confirmation"
+    assert payload["data"]["order_id"] == order_id and payload["data"]["customer_id"] == who["id"]
+    assert who["email"] not in hooks[-1].body.decode()  # the address stays in the notifier
+
+    assert (who["email"], 451) in smtp_server.refused
+    assert len(smtp_server.to(who["email"])) == 1
+    detail = (await notifier_api.get(f"/v1/notifications/{by_channel['webhook']['id']}")).json()
+    assert [(a["attempt"], a["outcome"]) for a in detail["attempt_log"]] == [(1, "transient"), (2, "transient"), (3, "sent")]
+    assert "HTTP 503" in (detail["attempt_log"][0]["error"] or "")
+
+    sent = await events_of(stack.settings, "notifications", "NotificationSent", order_id=order_id)
+    assert sorted((e.payload["channel"], e.payload["attempts"]) for e in sent) == [("email", 2), ("webhook", 3)]
+    assert all(who["email"] not in e.model_dump_json() for e in sent)
+
+
+async def test_a_permanent_refusal_is_not_retried_and_is_reported(
+    stack, orders_api, inventory_api, notifier_api, smtp_server, webhook_receiver
+) -> None:
+    sku = await stocked_sku(inventory_api)
+    channel = await register(notifier_api, webhook_receiver)
+    webhook_receiver.script(channel, 410)
+    who = customer()
+    smtp_server.refuse(who["email"], 550)
+    order_id = await place(orders_api, who, [(sku, 1)], channel=channel)
+
+    items = await until_settled(notifier_api, order_id, 2)
+    assert sorted((n["channel"], n["status"], n["attempts"]) for n in items) == [("email", "failed", 1), ("webhook", "failed", 1)]
+    assert all(n["last_error"] for n in items)
+    await asyncio.sleep(1.5)  # well past the test backoff: still one attempt each
+    assert len(webhook_receiver.of(channel)) == 1
+    failed = await eventually(lambda: events_of(stack.settings, "notifications", "NotificationFailed", order_id=order_id))
+    assert sorted((e.payload["channel"], e.payload["permanent"]) for e in failed) == [("email", True), ("webhook", True)]
+    listed = await notifier_api.get("/v1/notifications", params={"order_id": order_id, "status": "failed"})
+    assert len(listed.json()["items"]) == 2
+
+    resent = await notifier_api.post(f"/v1/notifications/{items[0]['id']}/resend")
+    assert resent.status_code == 202, resent.text
+    assert resent.json()["resend_of"] == items[0]["id"] and resent.json()["id"] != items[0]["id"]
+    await until_settled(notifier_api, order_id, 3)
+
+
+async def test_a_slow_endpoint_does_not_hold_up_another_customer(
+    stack, orders_api, inventory_api, notifier_api, smtp_server, webhook_receiver
+) -> None:
+    sku = await stocked_sku(inventory_api, units=100)
+    slow = await register(notifier_api, webhook_receiver, send_email=False)
+    quick = await register(notifier_api, webhook_receiver, send_email=False)
+    webhook_receiver.slow(slow, 6.0)
+    for _ in range(20):  # more than one destination's share of the delivery slots
+        await place(orders_api, customer(), [(sku, 1)], channel=slow)
+    await asyncio.sleep(WINDOW_S + 0.5)  # the slow platform's messages are on the wire
+    placed_at = time.monotonic()
+    order_id = await place(orders_api, customer(), [(sku, 1)], channel=quick)
+
+    async def arrived() -> bool:
+        return bool(webhook_receiver.of(quick))
+
+    assert await eventually(arrived, timeout=20)
+    took = webhook_receiver.of(quick)[0].at - placed_at
+    assert took < WINDOW_S + 3, f"the quick platform waited {took:.1f} s behind the slow one"
+    assert not webhook_receiver.of(slow) or webhook_receiver.of(slow)[0].at > webhook_receiver.of(quick)[0].at
+    assert (await notifications(notifier_api, order_id))[0]["status"] == "sent"
+    webhook_receiver.slow(slow, 0)
