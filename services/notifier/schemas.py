@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from services.notifier.domain import LANGUAGES
 from shared.fields import storable
@@ -21,7 +21,7 @@ class ChannelUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     webhook_url: Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(storable)] | None = None
     webhook_secret: Annotated[str, Field(max_length=512), AfterValidator(storable)] | None = None
-    send_email: bool = True
+    send_email: StrictBool = True  # "yes" is a platform bug worth hearing about, not true
 
     @field_validator("webhook_url")
     @classmethod
@@ -64,8 +64,8 @@ class PreferencesUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     language: Literal["en", "de", "da", "hu", "it"] | None = Field(default=None, description=f"one of {', '.join(LANGUAGES)}")
-    good_news: bool = True
-    still_waiting: bool = True
+    good_news: StrictBool = True
+    still_waiting: StrictBool = True
 
 
 class PreferencesRead(PreferencesUpdate):

@@ -192,7 +192,8 @@ async def test_preferences_switch_off_good_news_but_never_a_delay(
     mails = await mails_settle(smtp_server, who["email"], 1, quiet=0.5)
     assert "Bestellung" in mails[0].subject  # the language the customer chose, not their locale's
 
-    earlier = await inventory_api.patch(f"/v1/purchase-orders/{po}", json={"expected_at": (first - timedelta(days=10)).isoformat()})
+    sooner = (first - timedelta(days=10)).isoformat()
+    earlier = await inventory_api.patch(f"/v1/purchase-orders/{po}", json={"expected_at": sooner})
     assert earlier.status_code == 200
     await asyncio.sleep(4)
     assert len(smtp_server.to(who["email"])) == 1, "good news was switched off"
