@@ -36,8 +36,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared services bench
 
-bench: install  ## benchmarks with same-run anchors (see bench/README.md)
+bench: install  ## benchmarks with same-run anchors (see bench/README.md): drain, then notify
 	$(BIN)/python -m bench.drain
+	$(BIN)/python -m bench.notify
 
 clean:
 	rm -rf $(VENV) .devstack .pytest_cache .mypy_cache .ruff_cache .hypothesis

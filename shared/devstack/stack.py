@@ -208,11 +208,15 @@ class Devstack:
         deadline = time.monotonic() + timeout
         clean_rounds = 0
         while clean_rounds < 2:
-            busy = await self.consumer_lag() + await self.unsent_outbox_rows()
+            busy = await self.outstanding()
             clean_rounds = clean_rounds + 1 if busy == 0 else 0
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not quiescent after {timeout} s ({busy} messages/rows outstanding)")
             await asyncio.sleep(0.05 if clean_rounds else 0.1)
+
+    async def outstanding(self) -> int:
+        """Messages not consumed yet plus outbox rows not published yet."""
+        return await self.consumer_lag() + await self.unsent_outbox_rows()
 
     async def unsent_outbox_rows(self) -> int:
         total = 0

@@ -40,7 +40,7 @@ async def purchase_order(inventory_api: httpx.AsyncClient, sku: str, qty: int, e
     return po_id
 
 
-async def mails_settle(smtp: RecordingSmtp, address: str, count: int, quiet: float = 3.0) -> list[ReceivedMail]:
+async def mails_settle(smtp: RecordingSmtp, address: str, count: int, quiet: float = 1.5) -> list[ReceivedMail]:
     """Wait for `count` messages, then make sure no further one follows within `quiet` seconds."""
     async def arrived() -> bool:
         return len(smtp.to(address)) >= count
@@ -150,7 +150,7 @@ async def test_the_receipt_and_the_shipments_are_told_with_what_still_waits(
 async def test_still_waiting_goes_once_per_period_never_right_after_another_message_and_stops_when_served(
     stack, orders_api, inventory_api, notifier_api, smtp_server
 ) -> None:
-    period = 8.0  # NOTIFY_STILL_WAITING_EVERY_DAYS in the session stack (tests/conftest.py)
+    period = 5.0  # NOTIFY_STILL_WAITING_EVERY_DAYS in the session stack (tests/conftest.py)
     sku = new_sku("SW")
     await set_policy(inventory_api, sku, supplier="ACME")
     who = customer()
@@ -170,7 +170,7 @@ async def test_still_waiting_goes_once_per_period_never_right_after_another_mess
 
     cancel = await orders_api.post(f"/v1/orders/{order_id}/cancel", json={"reason": "customer_request"})
     assert cancel.status_code == 200, cancel.text
-    mails = await mails_settle(smtp_server, who["email"], 5, quiet=period + 3)
+    mails = await mails_settle(smtp_server, who["email"], 5, quiet=period + 1.5)
     assert len(mails) == 5, "the updates stop when nothing waits"
     kinds = [n["kind"] for n in (await notifier_api.get("/v1/notifications", params={"order_id": order_id})).json()["items"]]
     assert kinds == ["cancelled", "still_waiting", "still_waiting", "good_news", "confirmation"]
@@ -195,7 +195,7 @@ async def test_preferences_switch_off_good_news_but_never_a_delay(
     sooner = (first - timedelta(days=10)).isoformat()
     earlier = await inventory_api.patch(f"/v1/purchase-orders/{po}", json={"expected_at": sooner})
     assert earlier.status_code == 200
-    await asyncio.sleep(4)
+    await asyncio.sleep(2.5)  # the window (1 s) and a delivery, had anything been composed
     assert len(smtp_server.to(who["email"])) == 1, "good news was switched off"
     later = await inventory_api.patch(f"/v1/purchase-orders/{po}", json={"expected_at": (first + timedelta(days=5)).isoformat()})
     assert later.status_code == 200

@@ -26,12 +26,18 @@ SHOWN_PER_KIND = 8
 
 
 async def history_problems(stack: FaultStack) -> list[str]:
-    topics = await read_topics(stack.settings, stack.settings.all_topics())
+    """Outboxes first, then the topics, then the inboxes: a row sent before its outbox was read is on
+    the topics read after, and an event on the topics has been applied when the inboxes are read
+    (a service that writes a row meanwhile, e.g. the notifier recording a delivery, cannot make a
+    row look lost)."""
     outboxes, inboxes = {}, {}
     for service in SERVICES:
         async with stack.connect(service) as conn:
             outboxes[service] = await conn.fetch(
                 'SELECT id, event_id, event_type, topic, key, partition, "offset", cluster_id FROM outbox ORDER BY id')
+    topics = await read_topics(stack.settings, stack.settings.all_topics())
+    for service in SERVICES:
+        async with stack.connect(service) as conn:
             inbox = await conn.fetch("SELECT event_id FROM inbox WHERE consumer = $1", service)
             inboxes[service] = {row["event_id"] for row in inbox}
     cluster = stack.broker.active_cluster_id if stack.broker else None

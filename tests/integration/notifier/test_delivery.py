@@ -18,7 +18,7 @@ from support import events_of, eventually, publish
 
 from shared.events import EVENT_TYPES
 
-WINDOW_S = 2.0
+WINDOW_S = 1.0  # NOTIFY_COALESCE_WINDOW_S in the session stack (tests/conftest.py)
 
 
 def customer() -> dict[str, str]:
