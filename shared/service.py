@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.bus.consumer import EventConsumer, Handler
+from shared.bus.consumer import BatchHandler, EventConsumer, Handler
 from shared.bus.failures import is_unreachable
 from shared.bus.outbox import UnitOfWork, unit_of_work
 from shared.bus.relay import OutboxRelay
@@ -66,6 +66,8 @@ class ServiceSpec:
     title: str
     routers: Sequence[APIRouter]
     handlers: Mapping[str, Handler] = field(default_factory=dict)
+    # Optional: the handlers' work for a whole consumer batch at once (see EventConsumer.batch_handler).
+    batch_handler: BatchHandler | None = None
     consumes: Sequence[Stream] = ()
     workers: Callable[[ServiceContext], Sequence[Worker]] | None = None
 
@@ -114,7 +116,10 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
         sessions = session_factory(engine)
         relay = OutboxRelay(spec.name, database_url, producer, settings)
         consumer = (
-            EventConsumer(spec.name, [settings.topic(s) for s in spec.consumes], spec.handlers, sessions, producer, settings)
+            EventConsumer(
+                spec.name, [settings.topic(s) for s in spec.consumes], spec.handlers, sessions, producer, settings,
+                batch_handler=spec.batch_handler,
+            )
             if spec.consumes
             else None
         )

@@ -22,6 +22,7 @@ SPEC = ServiceSpec(
     title="Notifier",
     routers=[api.router],
     handlers=handlers.HANDLERS,
+    batch_handler=handlers.apply_batch,
     consumes=SUBSCRIPTIONS["notifier"],
     workers=workers,
 )

@@ -58,17 +58,24 @@ CLAIM = text(
               contact.email, platform.webhook_secret
     """
 )
-RECORD_ATTEMPT = text(
-    "INSERT INTO delivery_attempt (notification_id, attempt, started_at, finished_at, outcome, error)"
-    " VALUES (:id, :attempt, :started_at, :finished_at, :outcome, :error) ON CONFLICT DO NOTHING"
-)
-# Only while this instance still holds the lease: a row another instance re-claimed is its to record.
-RECORD_RESULT = text(
+RECORD_ATTEMPTS = text(
     """
-    UPDATE notification SET status = :status, next_attempt_at = :next_attempt_at, last_error = :error, lease_until = NULL,
-        sent_at = CASE WHEN :status = 'sent' THEN CAST(:finished_at AS timestamptz) ELSE sent_at END
-    WHERE id = :id AND status = 'sending' AND attempts = :attempt
-    RETURNING id
+    INSERT INTO delivery_attempt (notification_id, attempt, started_at, finished_at, outcome, error)
+    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:started AS timestamptz[]),
+                         CAST(:finished AS timestamptz[]), CAST(:outcomes AS text[]), CAST(:errors AS text[]))
+    ON CONFLICT DO NOTHING
+    """
+)
+# Only rows this sender still holds the lease of: a row another sender claimed again is its to record.
+RECORD_RESULTS = text(
+    """
+    UPDATE notification n
+    SET status = u.status, next_attempt_at = u.next_at, last_error = u.error, lease_until = NULL,
+        sent_at = CASE WHEN u.status = 'sent' THEN u.finished_at ELSE n.sent_at END
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:statuses AS text[]), CAST(:next_ats AS timestamptz[]),
+                CAST(:errors AS text[]), CAST(:finished AS timestamptz[])) AS u(id, attempt, status, next_at, error, finished_at)
+    WHERE n.id = u.id AND n.status = 'sending' AND n.attempts = u.attempt
+    RETURNING n.id
     """
 )
 
@@ -301,24 +308,28 @@ class Courier:
                 await asyncio.sleep(1)
 
     async def record(self, attempts: list[Attempt]) -> None:
-        """Every attempt is kept; a sent or given-up message is announced on the notifications topic."""
+        """Every attempt is kept; a sent or given-up message is announced on the notifications topic.
+        One transaction and three statements for all the results at hand."""
         if not attempts:
             return
+        statuses, next_ats = [], []
+        for a in attempts:
+            delay = self.retry.next_delay(a.notification.attempts, a.outcome)
+            statuses.append("sent" if a.outcome is Outcome.SENT else ("pending" if delay is not None else "failed"))
+            next_ats.append(a.finished_at + timedelta(seconds=delay or 0))
+        params = {
+            "ids": [a.notification.id for a in attempts], "attempts": [a.notification.attempts for a in attempts],
+            "started": [a.started_at for a in attempts], "finished": [a.finished_at for a in attempts],
+            "outcomes": [a.outcome.value for a in attempts], "errors": [a.error for a in attempts],
+            "statuses": statuses, "next_ats": next_ats,
+        }
         async with self.context.uow() as uow:
-            session = uow.session
-            for a in attempts:
+            await uow.session.execute(RECORD_ATTEMPTS, params)
+            ours = set((await uow.session.execute(RECORD_RESULTS, params)).scalars())
+            for a, status in zip(attempts, statuses, strict=True):
                 n = a.notification
-                delay = self.retry.next_delay(n.attempts, a.outcome)
-                status = "sent" if a.outcome is Outcome.SENT else ("pending" if delay is not None else "failed")
-                params = {"id": n.id, "attempt": n.attempts, "started_at": a.started_at, "finished_at": a.finished_at,
-                          "outcome": a.outcome.value, "error": a.error}
-                await session.execute(RECORD_ATTEMPT, params)
-                next_at = a.finished_at + timedelta(seconds=delay or 0)
-                result = await session.execute(
-                    RECORD_RESULT, {**params, "status": status, "next_attempt_at": next_at}
-                )
-                if result.first() is None:
-                    continue  # our lease ran out and another sender owns the row now
+                if n.id not in ours or status == "pending":
+                    continue  # retried later, or our lease ran out and another sender owns the row now
                 common: dict[str, Any] = {
                     "order_id": n.order_id, "notification_id": n.id, "kind": n.kind, "kinds": tuple(n.kinds),
                     "channel": n.channel, "recipient": n.recipient, "language": n.language, "attempts": n.attempts,
@@ -327,7 +338,7 @@ class Courier:
                 if status == "sent":
                     self.sent += 1
                     uow.emit(NotificationSent(**common), correlation_id=str(n.order_id))
-                elif status == "failed":
+                else:
                     log.warning("notification %s (%s, %s to %s) given up after %d attempts: %s",
                                 n.id, n.kind, n.channel, n.recipient, n.attempts, a.error)
                     uow.emit(NotificationFailed(**common, error=a.error or "", permanent=a.outcome is Outcome.PERMANENT),

@@ -1,11 +1,16 @@
 """Notifier event handlers: each fact about an order updates the notifier's view of it, and the
-moments worth telling are recorded for the order's coalescing window (the scheduler composes them)."""
+moments worth telling are recorded for the order's coalescing window (the scheduler composes them).
+
+The handlers work on `Views`, the orders of a whole consumer batch loaded and locked in a few
+statements, changed in memory and saved in a few more (`apply_batch`); one event alone goes the
+same way, as a batch of one."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 from uuid import UUID
 
 from services.notifier import store
@@ -25,7 +30,9 @@ from shared.bus.outbox import UnitOfWork
 from shared.events import (
     BackorderAllocated,
     BackorderBooked,
+    Envelope,
     EtaChanged,
+    Event,
     LineCancelled,
     LineRejected,
     OrderPlaced,
@@ -36,30 +43,42 @@ from shared.events import (
 )
 
 
-async def _record(uow: UnitOfWork, before: OrderFacts, after: OrderFacts, notices: list[Notice]) -> None:
-    """Save the order's new view and its moments; the confirmation is decided here, once."""
-    settings = get_notifier_settings()
-    await store.save_lines(uow.session, before, after)
-    if confirmation_due(after):
-        await store.mark_confirmed(uow.session, after.order_id)
-        notices = [Notice(Kind.CONFIRMATION), *notices]
-    cause = uow.cause.event_id if uow.cause else None
-    await store.add_notices(uow.session, after.order_id, notices, cause, settings.notify_coalesce_window_s)
-    if after.confirmed and not after.waiting_lines:
-        await store.stop_still_waiting(uow.session, after.order_id)
+@dataclass
+class Views:
+    """The orders a batch is about, as loaded (locked) and as changed, with what the batch decided."""
+
+    loaded: dict[UUID, OrderFacts]
+    orders: dict[UUID, OrderFacts] = field(default_factory=dict)
+    emails: dict[UUID, str] = field(default_factory=dict)  # orders placed in this batch
+    notices: list[tuple[UUID, Notice, UUID | None]] = field(default_factory=list)
+    consolations: list[tuple[UUID, int, Consolation]] = field(default_factory=list)
+    cause: Envelope | None = None
+
+    def __post_init__(self) -> None:
+        self.orders = dict(self.loaded)
+
+    def update_line(self, order_id: UUID, line_no: int, change: Callable[[LineFacts], LineFacts]) -> tuple[LineFacts, LineFacts]:
+        order = self.orders[order_id]
+        before = order.line(line_no) or LineFacts(line_no)
+        after = change(before)
+        self.orders[order_id] = order.with_line(after)
+        return before, after
+
+    def tell(self, order_id: UUID, *notices: Notice) -> None:
+        cause = self.cause.event_id if self.cause else None
+        self.notices += [(order_id, notice, cause) for notice in notices]
+
+    def settle(self, order_id: UUID) -> None:
+        """After every event: the confirmation is decided here, once, the moment the order settles."""
+        order = self.orders[order_id]
+        if confirmation_due(order):
+            self.orders[order_id] = replace(order, confirmed=True)
+            self.tell(order_id, Notice(Kind.CONFIRMATION))
 
 
-async def _update_line(
-    uow: UnitOfWork, order_id: UUID, line_no: int, change: Callable[[LineFacts], LineFacts], notices: Sequence[Notice] = ()
-) -> None:
-    order, _ = await store.lock_order(uow.session, order_id)
-    line = order.line(line_no) or LineFacts(line_no)
-    await _record(uow, order, order.with_line(change(line)), list(notices))
-
-
-async def on_order_placed(event: OrderPlaced, uow: UnitOfWork) -> None:
+def on_order_placed(event: OrderPlaced, views: Views) -> None:
     """The order's contact, language and lines (facts about the lines may have come first)."""
-    order, _ = await store.lock_order(uow.session, event.order_id)
+    order = views.orders[event.order_id]
     if order.placed:
         return
     known = {line.line_no: line for line in order.lines}
@@ -67,43 +86,44 @@ async def on_order_placed(event: OrderPlaced, uow: UnitOfWork) -> None:
         replace(known.get(ordered.line_no, LineFacts(ordered.line_no)), sku=ordered.sku, qty=ordered.qty)
         for ordered in event.lines
     )
-    placed = replace(
+    views.orders[event.order_id] = replace(
         order, placed=True, external_id=event.external_id, customer_id=event.customer.id, locale=event.customer.locale,
         channel=event.channel, lines=lines,
     )
-    await store.place_order(uow.session, placed, event.customer.email)
-    await _record(uow, order, placed, [])
+    views.emails[event.order_id] = event.customer.email
 
 
-async def on_stock_reserved(event: StockReserved, uow: UnitOfWork) -> None:
-    await _update_line(uow, event.order_id, event.line_no, lambda line: line.with_reserved(event.qty))
+def on_stock_reserved(event: StockReserved, views: Views) -> None:
+    views.update_line(event.order_id, event.line_no, lambda line: line.with_reserved(event.qty))
 
 
-async def on_stock_short(event: StockShort, uow: UnitOfWork) -> None:
-    await _update_line(uow, event.order_id, event.line_no, lambda line: line.with_short(event.qty_short, event.qty_reserved))
+def on_stock_short(event: StockShort, views: Views) -> None:
+    views.update_line(event.order_id, event.line_no, lambda line: line.with_short(event.qty_short, event.qty_reserved))
 
 
-async def on_line_rejected(event: LineRejected, uow: UnitOfWork) -> None:
-    await _update_line(uow, event.order_id, event.line_no, lambda line: line.with_rejected(event.reason.value))
+def on_line_rejected(event: LineRejected, views: Views) -> None:
+    views.update_line(event.order_id, event.line_no, lambda line: line.with_rejected(event.reason.value))
 
 
-async def on_backorder_booked(event: BackorderBooked, uow: UnitOfWork) -> None:
-    await _update_line(uow, event.order_id, event.line_no, lambda line: line.with_booking(event.qty_waiting, event.promised_date))
+def on_backorder_booked(event: BackorderBooked, views: Views) -> None:
+    views.update_line(event.order_id, event.line_no, lambda line: line.with_booking(event.qty_waiting, event.promised_date))
 
 
-async def on_eta_changed(event: EtaChanged, uow: UnitOfWork) -> None:
+def on_eta_changed(event: EtaChanged, views: Views) -> None:
     """A promise that moved after the customer was told one: a delay (with a consolation the first
     time it goes past the threshold) or good news. Before the confirmation it only updates the date
     the confirmation will show."""
     policy = get_notifier_settings().notice_policy()
-    order, _ = await store.lock_order(uow.session, event.order_id)
-    line = order.line(event.line_no) or LineFacts(event.line_no)
-    notice = eta_notice(line, event.previous_date, event.new_date, policy) if order.confirmed else None
-    updated = line.with_date(event.new_date)
-    if notice and notice.kind is Kind.DELAY and consolation_due(line, event.new_date, policy):
-        await store.save_consolation(uow.session, event.order_id, event.line_no, new_consolation())
-        notice, updated = replace(notice, consolation=True), replace(updated, consolation_offered=True)
-    await _record(uow, order, order.with_line(updated), [notice] if notice else [])
+    confirmed = views.orders[event.order_id].confirmed
+    before, _ = views.update_line(event.order_id, event.line_no, lambda line: line.with_date(event.new_date))
+    notice = eta_notice(before, event.previous_date, event.new_date, policy) if confirmed else None
+    if notice is None:
+        return
+    if notice.kind is Kind.DELAY and consolation_due(before, event.new_date, policy):
+        views.consolations.append((event.order_id, event.line_no, new_consolation()))
+        views.update_line(event.order_id, event.line_no, lambda line: replace(line, consolation_offered=True))
+        notice = replace(notice, consolation=True)
+    views.tell(event.order_id, notice)
 
 
 def new_consolation() -> Consolation:
@@ -114,35 +134,35 @@ def new_consolation() -> Consolation:
     return Consolation("discount", code, settings.notify_consolation_percent)
 
 
-async def on_backorder_allocated(event: BackorderAllocated, uow: UnitOfWork) -> None:
-    await _update_line(uow, event.order_id, event.line_no, lambda line: line.with_allocated(event.qty))
+def on_backorder_allocated(event: BackorderAllocated, views: Views) -> None:
+    views.update_line(event.order_id, event.line_no, lambda line: line.with_allocated(event.qty))
 
 
-async def on_shipment_requested(event: ShipmentRequested, uow: UnitOfWork) -> None:
+def on_shipment_requested(event: ShipmentRequested, views: Views) -> None:
     """Units about to leave. Before the confirmation this is not news: it says "ships now"."""
-    order, _ = await store.lock_order(uow.session, event.order_id)
-    units = tuple((line.line_no, line.qty) for line in event.lines)
-    await _record(uow, order, order, [Notice(Kind.READY, units=units)] if order.confirmed else [])
+    if views.orders[event.order_id].confirmed:
+        views.tell(event.order_id, Notice(Kind.READY, units=tuple((line.line_no, line.qty) for line in event.lines)))
 
 
-async def on_shipped(event: Shipped, uow: UnitOfWork) -> None:
+def on_shipped(event: Shipped, views: Views) -> None:
     """Orders' own Shipped (a warehouse's report is checked by orders first, which then announces it)."""
-    if uow.cause is not None and uow.cause.producer != "orders":
+    if views.cause is not None and views.cause.producer != "orders":
         return
-    order, _ = await store.lock_order(uow.session, event.order_id)
     shipped: dict[int, int] = {}
     for item in event.lines:
         shipped[item.line_no] = shipped.get(item.line_no, 0) + item.qty
-    lines = tuple(line.with_shipped(shipped[line.line_no]) if line.line_no in shipped else line for line in order.lines)
-    await _record(uow, order, replace(order, lines=lines), [Notice(Kind.SHIPPED, units=tuple(sorted(shipped.items())))])
+    for line_no, qty in shipped.items():
+        views.update_line(event.order_id, line_no, lambda line, qty=qty: line.with_shipped(qty))  # type: ignore[misc]
+    views.tell(event.order_id, Notice(Kind.SHIPPED, units=tuple(sorted(shipped.items()))))
 
 
-async def on_line_cancelled(event: LineCancelled, uow: UnitOfWork) -> None:
-    notices = [Notice(Kind.CANCELLED, units=((event.line_no, event.qty_cancelled),))] if event.qty_cancelled > 0 else []
-    await _update_line(uow, event.order_id, event.line_no, lambda line: line.with_cancelled(event.qty_cancelled), notices)
+def on_line_cancelled(event: LineCancelled, views: Views) -> None:
+    views.update_line(event.order_id, event.line_no, lambda line: line.with_cancelled(event.qty_cancelled))
+    if event.qty_cancelled > 0:
+        views.tell(event.order_id, Notice(Kind.CANCELLED, units=((event.line_no, event.qty_cancelled),)))
 
 
-HANDLERS: dict[str, Handler] = {
+APPLY: dict[str, Callable[[Any, Views], None]] = {
     OrderPlaced.event_type: on_order_placed,
     StockReserved.event_type: on_stock_reserved,
     StockShort.event_type: on_stock_short,
@@ -154,3 +174,24 @@ HANDLERS: dict[str, Handler] = {
     Shipped.event_type: on_shipped,
     LineCancelled.event_type: on_line_cancelled,
 }
+
+
+async def apply_batch(events: Sequence[tuple[Envelope, Event]], uow: UnitOfWork) -> None:
+    """Load and lock every order the events are about, apply them in order, save what changed."""
+    order_ids = sorted({event.order_id for _, event in events if hasattr(event, "order_id")})
+    views = Views(await store.lock_orders(uow.session, order_ids))
+    for envelope, event in events:
+        views.cause = envelope
+        APPLY[envelope.event_type](event, views)
+        views.settle(event.order_id)  # type: ignore[attr-defined]
+    await store.save_views(uow.session, views.loaded, views.orders, views.emails, views.notices, views.consolations,
+                           get_notifier_settings().notify_coalesce_window_s)
+
+
+async def _one(event: Event, uow: UnitOfWork) -> None:
+    """One event alone (the consumer's fallback when a batch failed): a batch of one."""
+    assert uow.cause is not None
+    await apply_batch([(uow.cause, event)], uow)
+
+
+HANDLERS: dict[str, Handler] = dict.fromkeys(APPLY, _one)

@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from services.notifier import store
-from services.notifier.domain import Kind, Message, Notice, compose, still_waiting_due
+from services.notifier.domain import Kind, Message, Notice, Preferences, compose, still_waiting_due
 from services.notifier.render import Rendered, render
 from services.notifier.settings import NotifierSettings
 from shared.bus.failures import is_unreachable
@@ -107,26 +107,34 @@ class MessageScheduler:
         async with self.context.uow() as uow:
             session = uow.session
             order_ids = await store.lock_due_orders(session, ORDERS_PER_TRANSACTION)
+            if not order_ids:
+                return 0
             now = datetime.now(UTC)
+            orders = await store.lock_orders(session, order_ids)
+            pending = await store.read_pending(session, order_ids)
+            preferences = await store.read_preferences(session, [o.customer_id for o in orders.values()])
+            channels = await store.read_channels(session, [o.channel for o in orders.values()])
+            consolations = await store.read_consolations(session, order_ids)
             rows: list[dict[str, Any]] = []
+            messaged, reschedule, stop = [], [], []
             for order_id in order_ids:
-                order, last_message_at = await store.lock_order(session, order_id)
-                pending = await store.read_pending(session, order_id)
-                notices = list(pending.notices)
-                if pending.still_waiting_due and still_waiting_due(order, last_message_at, now, period):
+                order, due = orders[order_id], pending[order_id]
+                notices = list(due.notices)
+                if due.still_waiting_due and still_waiting_due(order, due.last_message_at, now, period):
                     notices.append(Notice(Kind.STILL_WAITING))
                 message = None
                 if notices:
-                    preferences = await store.read_preferences(session, order.customer_id)
-                    consolations = await store.read_consolations(session, order_id)
-                    message = compose(order, notices, preferences, now.date(), consolations)
+                    wishes = preferences.get(order.customer_id, Preferences())
+                    message = compose(order, notices, wishes, now.date(), consolations.get(order_id))
                 if message is not None:
-                    webhook_url, send_email = await store.read_channel(session, order.channel)
-                    rows += notification_rows(message, render(message), webhook_url, send_email, pending.causes, now)
-                await store.close_window(session, order_id)
-                waiting = order.confirmed and bool(order.waiting_lines)
-                await store.after_message(
-                    session, order_id, message is not None, waiting, pending.still_waiting_due, period.total_seconds()
-                )
+                    webhook_url, send_email = channels.get(order.channel, (None, True))
+                    rows += notification_rows(message, render(message), webhook_url, send_email, due.causes, now)
+                    messaged.append(order_id)
+                if not (order.confirmed and order.waiting_lines):
+                    stop.append(order_id)
+                elif message is not None or due.still_waiting_due:
+                    reschedule.append(order_id)
+            await store.close_windows(session, order_ids)
+            await store.after_messages(session, messaged, reschedule, stop, period.total_seconds())
             await store.insert_notifications(session, rows)
         return len(order_ids)

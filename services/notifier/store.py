@@ -1,10 +1,12 @@
 """All SQL of the notifier: its view of each order, the moments waiting for their window, the
-still-waiting schedule, and the messages with their delivery state."""
+still-waiting schedule, and the messages. Every function takes many orders at once: a consumer
+batch or a scheduler round is a few statements, not a few per order."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime
 from typing import Any
@@ -16,40 +18,44 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notifier.domain import Consolation, Kind, LineFacts, Notice, OrderFacts, Preferences
 
 LINE_FIELDS = tuple(f.name for f in fields(LineFacts))
+IDS = "CAST(:ids AS uuid[])"
 
-ENSURE_ORDER = text("INSERT INTO order_state (order_id) VALUES (:order_id) ON CONFLICT DO NOTHING")
-# The order row's lock serialises everything about one order (every consumer, the scheduler). Its
-# lines and notices are read after the lock is held, in statements of their own.
-LOCK_ORDER = text(
-    "SELECT placed, external_id, customer_id, locale, channel, confirmed_at IS NOT NULL AS confirmed, last_message_at"
-    " FROM order_state WHERE order_id = :order_id FOR UPDATE"
+# A row is made for an order not placed yet: facts about its lines may come before OrderPlaced, on
+# other topics. The order rows' locks serialise everything about an order (consumers, scheduler);
+# they are taken in id order, and the lines are read after the locks are held.
+ENSURE_ORDERS = text(f"INSERT INTO order_state (order_id) SELECT id FROM unnest({IDS}) AS id ORDER BY id ON CONFLICT DO NOTHING")
+LOCK_ORDERS = text(
+    "SELECT order_id, placed, external_id, customer_id, locale, channel, confirmed_at IS NOT NULL AS confirmed"
+    f" FROM order_state WHERE order_id = ANY({IDS}) ORDER BY order_id FOR UPDATE"
 )
-READ_LINES = text(f"SELECT {', '.join(LINE_FIELDS)} FROM line_state WHERE order_id = :order_id ORDER BY line_no")
+READ_LINES = text(
+    f"SELECT order_id, {', '.join(LINE_FIELDS)} FROM line_state WHERE order_id = ANY({IDS}) ORDER BY order_id, line_no"
+)
 PLACE_ORDER = text(
     "UPDATE order_state SET placed = true, external_id = :external_id, customer_id = :customer_id, locale = :locale,"
     " channel = :channel WHERE order_id = :order_id"
+)
+SAVE_CONTACT = text(
+    "INSERT INTO customer_contact (order_id, customer_id, email, locale) VALUES (:order_id, :customer_id, :email, :locale)"
+    " ON CONFLICT DO NOTHING"
 )
 SAVE_LINE = text(
     f"INSERT INTO line_state (order_id, {', '.join(LINE_FIELDS)}) VALUES (:order_id, {', '.join(':' + f for f in LINE_FIELDS)})"
     " ON CONFLICT (order_id, line_no) DO UPDATE SET "
     + ", ".join(f"{f} = excluded.{f}" for f in LINE_FIELDS if f != "line_no")
 )
-SAVE_CONTACT = text(
-    "INSERT INTO customer_contact (order_id, customer_id, email, locale) VALUES (:order_id, :customer_id, :email, :locale)"
-    " ON CONFLICT DO NOTHING"
-)
-MARK_CONFIRMED = text("UPDATE order_state SET confirmed_at = now() WHERE order_id = :order_id")
+MARK_CONFIRMED = text(f"UPDATE order_state SET confirmed_at = now() WHERE order_id = ANY({IDS})")
 ADD_NOTICE = text("INSERT INTO notice (order_id, notice, cause_event_id) VALUES (:order_id, CAST(:notice AS jsonb), :cause)")
 # The window opens with the order's first pending moment and closes `window` seconds later.
-OPEN_WINDOW = text(
-    "INSERT INTO notice_window (order_id, due_at) VALUES (:order_id, now() + make_interval(secs => :window))"
-    " ON CONFLICT DO NOTHING"
+OPEN_WINDOWS = text(
+    f"INSERT INTO notice_window (order_id, due_at) SELECT id, now() + make_interval(secs => :window) FROM unnest({IDS}) AS id"
+    " ORDER BY id ON CONFLICT DO NOTHING"
 )
-STOP_STILL_WAITING = text("DELETE FROM still_waiting_schedule WHERE order_id = :order_id")
 SAVE_CONSOLATION = text(
     "INSERT INTO consolation (order_id, line_no, kind, code, percent) VALUES (:order_id, :line_no, :kind, :code, :percent)"
     " ON CONFLICT DO NOTHING"
 )
+STOP_STILL_WAITING = text(f"DELETE FROM still_waiting_schedule WHERE order_id = ANY({IDS})")
 
 # Scheduler: orders whose window closed or whose still-waiting update is due, locked so that a second
 # notifier instance passes over them (SKIP LOCKED) instead of composing the same message.
@@ -60,22 +66,29 @@ LOCK_DUE_ORDERS = text(
         (SELECT order_id FROM notice_window WHERE due_at <= now() ORDER BY due_at LIMIT :limit)
         UNION
         (SELECT order_id FROM still_waiting_schedule WHERE due_at <= now() ORDER BY due_at LIMIT :limit))
+    ORDER BY o.order_id
     FOR UPDATE OF o SKIP LOCKED
     """
 )
-READ_NOTICES = text("SELECT notice, cause_event_id FROM notice WHERE order_id = :order_id ORDER BY id")
-STILL_WAITING_DUE = text("SELECT due_at <= now() FROM still_waiting_schedule WHERE order_id = :order_id")
-CLOSE_WINDOW = text(
-    "WITH gone AS (DELETE FROM notice WHERE order_id = :order_id) DELETE FROM notice_window WHERE order_id = :order_id"
+READ_NOTICES = text(f"SELECT order_id, notice, cause_event_id FROM notice WHERE order_id = ANY({IDS}) ORDER BY id")
+READ_SCHEDULE = text(
+    "SELECT o.order_id, o.last_message_at, coalesce(s.due_at <= now(), false) AS still_waiting_due"
+    f" FROM order_state o LEFT JOIN still_waiting_schedule s USING (order_id) WHERE o.order_id = ANY({IDS})"
 )
+CLOSE_WINDOWS = text(
+    f"WITH gone AS (DELETE FROM notice WHERE order_id = ANY({IDS})) DELETE FROM notice_window WHERE order_id = ANY({IDS})"
+)
+MARK_MESSAGED = text(f"UPDATE order_state SET last_message_at = now() WHERE order_id = ANY({IDS})")
 SCHEDULE_STILL_WAITING = text(
-    "INSERT INTO still_waiting_schedule (order_id, due_at) VALUES (:order_id, now() + make_interval(secs => :period))"
-    " ON CONFLICT (order_id) DO UPDATE SET due_at = excluded.due_at"
+    f"INSERT INTO still_waiting_schedule (order_id, due_at) SELECT id, now() + make_interval(secs => :period)"
+    f" FROM unnest({IDS}) AS id ORDER BY id ON CONFLICT (order_id) DO UPDATE SET due_at = excluded.due_at"
 )
-MARK_MESSAGED = text("UPDATE order_state SET last_message_at = now() WHERE order_id = :order_id")
-READ_PREFERENCES = text("SELECT language, good_news, still_waiting FROM customer_preference WHERE customer_id = :customer_id")
-READ_CHANNEL = text("SELECT webhook_url, send_email FROM channel WHERE name = :name")
-READ_CONSOLATIONS = text("SELECT line_no, kind, code, percent FROM consolation WHERE order_id = :order_id")
+READ_PREFERENCES = text(
+    "SELECT customer_id, language, good_news, still_waiting FROM customer_preference"
+    " WHERE customer_id = ANY(CAST(:ids AS text[]))"
+)
+READ_CHANNELS = text("SELECT name, webhook_url, send_email FROM channel WHERE name = ANY(CAST(:names AS text[]))")
+READ_CONSOLATIONS = text(f"SELECT order_id, line_no, kind, code, percent FROM consolation WHERE order_id = ANY({IDS})")
 INSERT_NOTIFICATION = text(
     """
     INSERT INTO notification (id, order_id, customer_id, kind, kinds, channel, destination, recipient, language, subject,
@@ -86,38 +99,24 @@ INSERT_NOTIFICATION = text(
 )
 
 
-def _line_params(order_id: UUID, line: LineFacts) -> dict[str, Any]:
-    return {"order_id": order_id, **asdict(line)}
+# --- the consumer's side -------------------------------------------------------------------------
 
 
-async def lock_order(session: AsyncSession, order_id: UUID) -> tuple[OrderFacts, datetime | None]:
-    """The order as the notifier knows it (a row is made for an order not placed yet: facts about
-    its lines may arrive before OrderPlaced, on other topics), locked, with its last message time."""
-    await session.execute(ENSURE_ORDER, {"order_id": order_id})
-    row = (await session.execute(LOCK_ORDER, {"order_id": order_id})).one()
-    lines = tuple(
-        LineFacts(**dict(zip(LINE_FIELDS, r, strict=True))) for r in await session.execute(READ_LINES, {"order_id": order_id})
-    )
-    order = OrderFacts(order_id, row.external_id, row.customer_id, row.locale, row.channel, row.placed, row.confirmed, lines)
-    return order, row.last_message_at
-
-
-async def place_order(session: AsyncSession, order: OrderFacts, email: str) -> None:
-    params = {"order_id": order.order_id, "external_id": order.external_id, "customer_id": order.customer_id,
-              "locale": order.locale, "channel": order.channel}
-    await session.execute(PLACE_ORDER, params)
-    await session.execute(SAVE_CONTACT, {**params, "email": email})
-
-
-async def save_lines(session: AsyncSession, before: OrderFacts, after: OrderFacts) -> None:
-    old = {line.line_no: line for line in before.lines}
-    changed = [_line_params(after.order_id, line) for line in after.lines if old.get(line.line_no) != line]
-    if changed:
-        await session.execute(SAVE_LINE, changed)
-
-
-async def mark_confirmed(session: AsyncSession, order_id: UUID) -> None:
-    await session.execute(MARK_CONFIRMED, {"order_id": order_id})
+async def lock_orders(session: AsyncSession, order_ids: Sequence[UUID]) -> dict[UUID, OrderFacts]:
+    """The orders as the notifier knows them, locked (made if never seen)."""
+    if not order_ids:
+        return {}
+    ids = sorted(set(order_ids))
+    await session.execute(ENSURE_ORDERS, {"ids": ids})
+    rows = (await session.execute(LOCK_ORDERS, {"ids": ids})).all()
+    lines: dict[UUID, list[LineFacts]] = defaultdict(list)
+    for row in (await session.execute(READ_LINES, {"ids": ids})).all():
+        lines[row[0]].append(LineFacts(*row[1:]))
+    return {
+        row.order_id: OrderFacts(row.order_id, row.external_id, row.customer_id, row.locale, row.channel, row.placed,
+                                 row.confirmed, tuple(lines[row.order_id]))
+        for row in rows
+    }
 
 
 def notice_json(notice: Notice) -> str:
@@ -143,24 +142,47 @@ def notice_from(data: dict[str, Any]) -> Notice:
     )
 
 
-async def add_notices(
-    session: AsyncSession, order_id: UUID, notices: Sequence[Notice], cause: UUID | None, window_s: float
+async def save_views(
+    session: AsyncSession,
+    loaded: Mapping[UUID, OrderFacts],
+    orders: Mapping[UUID, OrderFacts],
+    emails: Mapping[UUID, str],
+    notices: Sequence[tuple[UUID, Notice, UUID | None]],
+    consolations: Sequence[tuple[UUID, int, Consolation]],
+    window_s: float,
 ) -> None:
-    """Record the moments and open the order's window if it is not open yet."""
-    if not notices:
-        return
-    await session.execute(ADD_NOTICE, [{"order_id": order_id, "notice": notice_json(n), "cause": cause} for n in notices])
-    await session.execute(OPEN_WINDOW, {"order_id": order_id, "window": window_s})
-
-
-async def stop_still_waiting(session: AsyncSession, order_id: UUID) -> None:
-    await session.execute(STOP_STILL_WAITING, {"order_id": order_id})
-
-
-async def save_consolation(session: AsyncSession, order_id: UUID, line_no: int, consolation: Consolation) -> None:
-    params = {"order_id": order_id, "line_no": line_no, "kind": consolation.kind, "code": consolation.code,
-              "percent": consolation.percent}
-    await session.execute(SAVE_CONSOLATION, params)
+    """Write back what a batch changed: placed orders and their contacts, changed lines, new
+    confirmations, the moments (opening their orders' windows) and consolations; and stop the
+    still-waiting updates of orders where nothing waits any more."""
+    placed = [
+        {"order_id": o.order_id, "external_id": o.external_id, "customer_id": o.customer_id, "locale": o.locale,
+         "channel": o.channel, "email": emails[o.order_id]}
+        for o in orders.values() if o.order_id in emails
+    ]
+    if placed:
+        await session.execute(PLACE_ORDER, placed)
+        await session.execute(SAVE_CONTACT, placed)
+    changed = []
+    for order_id, order in orders.items():
+        before = {line.line_no: line for line in loaded[order_id].lines}
+        changed += [{"order_id": order_id, **asdict(line)} for line in order.lines if before.get(line.line_no) != line]
+    if changed:
+        await session.execute(SAVE_LINE, changed)
+    confirmed = [order_id for order_id, order in orders.items() if order.confirmed and not loaded[order_id].confirmed]
+    if confirmed:
+        await session.execute(MARK_CONFIRMED, {"ids": confirmed})
+    if notices:
+        rows = [{"order_id": order_id, "notice": notice_json(notice), "cause": cause} for order_id, notice, cause in notices]
+        await session.execute(ADD_NOTICE, rows)
+        await session.execute(OPEN_WINDOWS, {"ids": sorted({order_id for order_id, _, _ in notices}), "window": window_s})
+    if consolations:
+        await session.execute(SAVE_CONSOLATION, [
+            {"order_id": order_id, "line_no": line_no, "kind": c.kind, "code": c.code, "percent": c.percent}
+            for order_id, line_no, c in consolations
+        ])
+    done = [order_id for order_id, order in orders.items() if order.confirmed and not order.waiting_lines]
+    if done:
+        await session.execute(STOP_STILL_WAITING, {"ids": done})
 
 
 # --- the scheduler's side ------------------------------------------------------------------------
@@ -170,54 +192,65 @@ async def lock_due_orders(session: AsyncSession, limit: int) -> list[UUID]:
     return list((await session.execute(LOCK_DUE_ORDERS, {"limit": limit})).scalars())
 
 
-@dataclass(frozen=True)
+@dataclass
 class Pending:
-    """What a due order has waiting: its moments (with the events that caused them) and whether
-    its still-waiting update is due."""
+    """What a due order has waiting: its moments (with the events that caused them), when it was
+    last told anything, and whether its still-waiting update is due."""
 
     notices: list[Notice]
     causes: list[UUID]
-    still_waiting_due: bool
+    last_message_at: datetime | None = None
+    still_waiting_due: bool = False
 
 
-async def read_pending(session: AsyncSession, order_id: UUID) -> Pending:
-    rows = (await session.execute(READ_NOTICES, {"order_id": order_id})).all()
-    due = (await session.execute(STILL_WAITING_DUE, {"order_id": order_id})).scalar_one_or_none()
-    causes = list(dict.fromkeys(row.cause_event_id for row in rows if row.cause_event_id))
-    return Pending([notice_from(row.notice) for row in rows], causes, bool(due))
+async def read_pending(session: AsyncSession, order_ids: Sequence[UUID]) -> dict[UUID, Pending]:
+    pending = {order_id: Pending([], []) for order_id in order_ids}
+    for row in (await session.execute(READ_NOTICES, {"ids": list(order_ids)})).all():
+        entry = pending[row.order_id]
+        entry.notices.append(notice_from(row.notice))
+        if row.cause_event_id and row.cause_event_id not in entry.causes:
+            entry.causes.append(row.cause_event_id)
+    for row in (await session.execute(READ_SCHEDULE, {"ids": list(order_ids)})).all():
+        pending[row.order_id].last_message_at = row.last_message_at
+        pending[row.order_id].still_waiting_due = row.still_waiting_due
+    return pending
 
 
-async def close_window(session: AsyncSession, order_id: UUID) -> None:
-    await session.execute(CLOSE_WINDOW, {"order_id": order_id})
+async def close_windows(session: AsyncSession, order_ids: Sequence[UUID]) -> None:
+    if order_ids:
+        await session.execute(CLOSE_WINDOWS, {"ids": list(order_ids)})
 
 
-async def after_message(
-    session: AsyncSession, order_id: UUID, messaged: bool, waiting: bool, was_due: bool, period_s: float
+async def after_messages(
+    session: AsyncSession, messaged: Sequence[UUID], reschedule: Sequence[UUID], stop: Sequence[UUID], period_s: float
 ) -> None:
     """The next still-waiting update is due a full period after the order's last message of any
     kind (or after an update that was due but switched off); none once nothing waits."""
     if messaged:
-        await session.execute(MARK_MESSAGED, {"order_id": order_id})
-    if not waiting:
-        await stop_still_waiting(session, order_id)
-    elif messaged or was_due:
-        await session.execute(SCHEDULE_STILL_WAITING, {"order_id": order_id, "period": period_s})
+        await session.execute(MARK_MESSAGED, {"ids": sorted(messaged)})
+    if reschedule:
+        await session.execute(SCHEDULE_STILL_WAITING, {"ids": sorted(reschedule), "period": period_s})
+    if stop:
+        await session.execute(STOP_STILL_WAITING, {"ids": list(stop)})
 
 
-async def read_preferences(session: AsyncSession, customer_id: str) -> Preferences:
-    row = (await session.execute(READ_PREFERENCES, {"customer_id": customer_id})).first()
-    return Preferences(row.language, row.good_news, row.still_waiting) if row else Preferences()
+async def read_preferences(session: AsyncSession, customer_ids: Sequence[str]) -> dict[str, Preferences]:
+    rows = await session.execute(READ_PREFERENCES, {"ids": sorted(set(customer_ids))})
+    return {row.customer_id: Preferences(row.language, row.good_news, row.still_waiting) for row in rows}
 
 
-async def read_channel(session: AsyncSession, name: str) -> tuple[str | None, bool]:
-    """The platform's webhook URL (None: none registered) and whether its customers get email."""
-    row = (await session.execute(READ_CHANNEL, {"name": name})).first()
-    return (row.webhook_url, row.send_email) if row else (None, True)
+async def read_channels(session: AsyncSession, names: Sequence[str]) -> dict[str, tuple[str | None, bool]]:
+    """Per platform: its webhook URL (None: none registered) and whether its customers get email.
+    A channel never registered is absent (email only)."""
+    rows = await session.execute(READ_CHANNELS, {"names": sorted(set(names))})
+    return {row.name: (row.webhook_url, row.send_email) for row in rows}
 
 
-async def read_consolations(session: AsyncSession, order_id: UUID) -> dict[int, Consolation]:
-    rows = await session.execute(READ_CONSOLATIONS, {"order_id": order_id})
-    return {row.line_no: Consolation(row.kind, row.code, row.percent) for row in rows}
+async def read_consolations(session: AsyncSession, order_ids: Sequence[UUID]) -> dict[UUID, dict[int, Consolation]]:
+    found: dict[UUID, dict[int, Consolation]] = defaultdict(dict)
+    for row in await session.execute(READ_CONSOLATIONS, {"ids": list(order_ids)}):
+        found[row.order_id][row.line_no] = Consolation(row.kind, row.code, row.percent)
+    return found
 
 
 async def insert_notifications(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

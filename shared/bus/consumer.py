@@ -28,8 +28,14 @@ from .outbox import UnitOfWork, unit_of_work
 log = logging.getLogger("bus.consumer")
 
 Handler = Callable[[Any, UnitOfWork], Awaitable[None]]
+# A service whose handlers work set-based takes a batch's new events in one call, in their order.
+BatchHandler = Callable[[Sequence[tuple[Envelope, Event]], UnitOfWork], Awaitable[None]]
 CLAIM_INBOX = text(
     "INSERT INTO inbox (consumer, event_id) VALUES (:consumer, :event_id) ON CONFLICT DO NOTHING RETURNING event_id"
+)
+CLAIM_INBOX_MANY = text(
+    "INSERT INTO inbox (consumer, event_id) SELECT :consumer, unnest(CAST(:event_ids AS uuid[]))"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
 )
 DEAD_LETTER_TIMEOUT_S = 15.0  # a send the broker never acknowledges must not hold the loop forever
 
@@ -61,6 +67,9 @@ class EventConsumer:
     # The Kafka consumer group; `name` stays the inbox's consumer, so a fresh group (a replay from
     # offset zero) still finds every event it already applied.
     group_id: str | None = None
+    # Set: a batch's new events go to it in one call (one inbox statement, one transaction); the
+    # handlers still say which types are handled, and take the events one by one when a batch fails.
+    batch_handler: BatchHandler | None = None
     processed: int = 0
     dead_lettered: int = 0
     # Messages of an event type this build does not know (a newer producer's): passed over and
@@ -276,6 +285,9 @@ class EventConsumer:
 
     async def _apply_some(self, batch: list[Received]) -> list[Received]:
         """Apply events until the emission budget is spent; returns those not applied yet."""
+        if self.batch_handler is not None and len(batch) > 1:
+            await self._apply_together(batch, self.batch_handler)
+            return []
         emitted = 0
         async with unit_of_work(self.sessions, self.name, self.settings) as uow:
             for index, received in enumerate(batch):
@@ -289,6 +301,20 @@ class EventConsumer:
                 if emitted >= self.settings.consumer_max_events_per_transaction:
                     return batch[index + 1 :]
         return []
+
+    async def _apply_together(self, batch: list[Received], handler: BatchHandler) -> None:
+        """The whole batch in one transaction: one inbox statement, one call of the set-based handler
+        with the events not applied before (each once, in their order)."""
+        async with unit_of_work(self.sessions, self.name, self.settings) as uow:
+            ids = [received.envelope.event_id for received in batch]
+            fresh = set((await uow.session.execute(CLAIM_INBOX_MANY, {"consumer": self.name, "event_ids": ids})).scalars())
+            new: list[tuple[Envelope, Event]] = []
+            for received in batch:
+                if received.envelope.event_id in fresh:
+                    fresh.discard(received.envelope.event_id)  # the same id twice in one batch: once
+                    new.append((received.envelope, received.event))
+            if new:
+                await handler(new, uow)
 
     async def _apply_with_retries(self, received: Received) -> None:
         attempt = 0
