@@ -65,6 +65,10 @@ class Views:
         return before, after
 
     def tell(self, order_id: UUID, *notices: Notice) -> None:
+        """Record moments for the order's window; none for an order never placed here (the streams
+        are shared: there is no one to tell, and its window would never close)."""
+        if not self.orders[order_id].placed:
+            return
         cause = self.cause.event_id if self.cause else None
         self.notices += [(order_id, notice, cause) for notice in notices]
 

@@ -29,3 +29,22 @@ def order_body(lines: list[tuple[str, int]], partial_allowed: bool = True, tier:
         "lines": [{"sku": sku, "qty": qty} for sku, qty in lines],
         "shipping": {"partial_allowed": partial_allowed},
     }
+
+
+def new_customer(locale: str = "en-GB") -> dict[str, str]:
+    """A customer of their own (id and address), so a test finds exactly its messages."""
+    token = uuid4().hex[:10]
+    return {"id": f"cust-{token}", "email": f"c-{token}@example.com", "locale": locale}
+
+
+async def place_order(
+    orders_api: httpx.AsyncClient, customer: dict[str, str], lines: list[tuple[str, int]], channel: str = "web"
+) -> str:
+    body = {
+        "external_id": f"SO-{uuid4().hex[:8]}", "channel": channel, "customer": customer,
+        "lines": [{"sku": sku, "qty": qty} for sku, qty in lines], "shipping": {"partial_allowed": True},
+    }
+    placed = await orders_api.post("/v1/orders", json=body)
+    assert placed.status_code == 201, placed.text
+    order_id: str = placed.json()["id"]
+    return order_id

@@ -11,25 +11,9 @@ from uuid import uuid4
 
 import httpx
 from babel.dates import format_skeleton
-from e2e.kit import count_stock, new_sku, set_policy
+from e2e.kit import count_stock, new_customer, new_sku, place_order, set_policy
 from receivers import ReceivedMail, RecordingSmtp
 from support import eventually
-
-
-def customer(locale: str = "en-GB") -> dict[str, str]:
-    token = uuid4().hex[:10]
-    return {"id": f"cust-{token}", "email": f"c-{token}@example.com", "locale": locale}
-
-
-async def place(orders_api: httpx.AsyncClient, who: dict[str, str], lines: list[tuple[str, int]], channel: str = "web") -> str:
-    body = {
-        "external_id": f"SO-{uuid4().hex[:8]}", "channel": channel, "customer": who,
-        "lines": [{"sku": sku, "qty": qty} for sku, qty in lines], "shipping": {"partial_allowed": True},
-    }
-    placed = await orders_api.post("/v1/orders", json=body)
-    assert placed.status_code == 201, placed.text
-    order_id: str = placed.json()["id"]
-    return order_id
 
 
 async def purchase_order(inventory_api: httpx.AsyncClient, sku: str, qty: int, expected: date) -> str:
@@ -66,8 +50,8 @@ async def test_a_backorder_is_confirmed_once_with_every_line_and_date_then_a_sli
     await purchase_order(inventory_api, waiting_b, 10, date_b)
     await stack.wait_quiescent()
 
-    who = customer()
-    order_id = await place(orders_api, who, [(in_stock, 2), (waiting_a, 3), (waiting_b, 1)])
+    who = new_customer()
+    order_id = await place_order(orders_api, who, [(in_stock, 2), (waiting_a, 3), (waiting_b, 1)])
 
     mails = await mails_settle(smtp_server, who["email"], 1)
     assert len(mails) == 1, [m.subject for m in mails]
@@ -122,8 +106,8 @@ async def test_the_receipt_and_the_shipments_are_told_with_what_still_waits(
     expected = date.today() + timedelta(days=15)
     await purchase_order(inventory_api, waiting, 5, expected)
     await stack.wait_quiescent()
-    who = customer()
-    order_id = await place(orders_api, who, [(in_stock, 1), (waiting, 2)])
+    who = new_customer()
+    order_id = await place_order(orders_api, who, [(in_stock, 1), (waiting, 2)])
     await mails_settle(smtp_server, who["email"], 1, quiet=0.5)
 
     await confirm_shipments(orders_api, order_id)  # the line in stock leaves
@@ -153,8 +137,8 @@ async def test_still_waiting_goes_once_per_period_never_right_after_another_mess
     period = 5.0  # NOTIFY_STILL_WAITING_EVERY_DAYS in the session stack (tests/conftest.py)
     sku = new_sku("SW")
     await set_policy(inventory_api, sku, supplier="ACME")
-    who = customer()
-    order_id = await place(orders_api, who, [(sku, 1)])
+    who = new_customer()
+    order_id = await place_order(orders_api, who, [(sku, 1)])
     await mails_settle(smtp_server, who["email"], 1, quiet=0)
 
     await asyncio.sleep(period / 2)  # mid-period, a date becomes known: good news, and the clock restarts
@@ -181,14 +165,14 @@ async def test_preferences_switch_off_good_news_but_never_a_delay(
 ) -> None:
     sku = new_sku("PF")
     await set_policy(inventory_api, sku, supplier="ACME")
-    who = customer(locale="en-US")
+    who = new_customer(locale="en-US")
     prefs = await notifier_api.put(f"/v1/customers/{who['id']}/preferences",
                                    json={"language": "de", "good_news": False, "still_waiting": False})
     assert prefs.status_code == 200, prefs.text
     first = date.today() + timedelta(days=30)
     po = await purchase_order(inventory_api, sku, 5, first)
     await stack.wait_quiescent()
-    await place(orders_api, who, [(sku, 1)])
+    await place_order(orders_api, who, [(sku, 1)])
     mails = await mails_settle(smtp_server, who["email"], 1, quiet=0.5)
     assert "Bestellung" in mails[0].subject  # the language the customer chose, not their locale's
 

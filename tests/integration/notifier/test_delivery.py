@@ -12,18 +12,13 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
-from e2e.kit import count_stock, new_sku, set_policy
+from e2e.kit import count_stock, new_customer, new_sku, place_order, set_policy
 from receivers import RecordingSmtp, WebhookReceiver
 from support import events_of, eventually, publish
 
 from shared.events import EVENT_TYPES
 
 WINDOW_S = 1.0  # NOTIFY_COALESCE_WINDOW_S in the session stack (tests/conftest.py)
-
-
-def customer() -> dict[str, str]:
-    token = uuid4().hex[:10]
-    return {"id": f"cust-{token}", "email": f"d-{token}@example.com", "locale": "en"}
 
 
 def new_secret() -> str:
@@ -35,17 +30,6 @@ async def stocked_sku(inventory_api: httpx.AsyncClient, units: int = 50) -> str:
     await set_policy(inventory_api, sku, supplier="ACME")
     await count_stock(inventory_api, sku, units)
     return sku
-
-
-async def place(orders_api: httpx.AsyncClient, who: dict[str, str], lines: list[tuple[str, int]], channel: str = "web") -> str:
-    body = {
-        "external_id": f"SO-{uuid4().hex[:8]}", "channel": channel, "customer": who,
-        "lines": [{"sku": sku, "qty": qty} for sku, qty in lines], "shipping": {"partial_allowed": True},
-    }
-    placed = await orders_api.post("/v1/orders", json=body)
-    assert placed.status_code == 201, placed.text
-    order_id: str = placed.json()["id"]
-    return order_id
 
 
 async def register(notifier_api: httpx.AsyncClient, receiver: WebhookReceiver, send_email: bool = True) -> str:
@@ -89,8 +73,8 @@ async def test_two_cancels_within_the_window_become_one_message(
     stack, orders_api, inventory_api, notifier_api, smtp_server
 ) -> None:
     sku = await stocked_sku(inventory_api)
-    who = customer()
-    order_id = await place(orders_api, who, [(sku, 1), (sku, 2)])
+    who = new_customer("en")
+    order_id = await place_order(orders_api, who, [(sku, 1), (sku, 2)])
     await confirmed(smtp_server, notifier_api, order_id, who)
 
     for line_no in (1, 2):
@@ -111,8 +95,8 @@ async def test_a_redelivered_event_sends_nothing_again(
     stack, producer, orders_api, inventory_api, notifier_api, smtp_server
 ) -> None:
     sku = await stocked_sku(inventory_api)
-    who = customer()
-    order_id = await place(orders_api, who, [(sku, 1), (sku, 1)])
+    who = new_customer("en")
+    order_id = await place_order(orders_api, who, [(sku, 1), (sku, 1)])
     await confirmed(smtp_server, notifier_api, order_id, who)
     cancel = await orders_api.post(f"/v1/orders/{order_id}/lines/1/cancel", json={"reason": "customer_request"})
     assert cancel.status_code == 200
@@ -137,8 +121,8 @@ async def test_a_restart_inside_the_window_sends_the_message_once(
     stack, db, orders_api, inventory_api, notifier_api, smtp_server
 ) -> None:
     sku = await stocked_sku(inventory_api)
-    who = customer()
-    order_id = await place(orders_api, who, [(sku, 1), (sku, 1)])
+    who = new_customer("en")
+    order_id = await place_order(orders_api, who, [(sku, 1), (sku, 1)])
     await confirmed(smtp_server, notifier_api, order_id, who)
 
     cancel = await orders_api.post(f"/v1/orders/{order_id}/lines/2/cancel", json={"reason": "customer_request"})
@@ -169,9 +153,9 @@ async def test_a_transient_failure_is_retried_with_the_same_message_id_until_it_
     sku = await stocked_sku(inventory_api)
     channel = await register(notifier_api, webhook_receiver)
     webhook_receiver.script(channel, 503, 429)
-    who = customer()
+    who = new_customer("en")
     smtp_server.refuse(who["email"], 451)
-    order_id = await place(orders_api, who, [(sku, 1)], channel=channel)
+    order_id = await place_order(orders_api, who, [(sku, 1)], channel=channel)
 
     items = await until_settled(notifier_api, order_id, 2)
     by_channel = {n["channel"]: n for n in items}
@@ -204,9 +188,9 @@ async def test_a_permanent_refusal_is_not_retried_and_is_reported(
     sku = await stocked_sku(inventory_api)
     channel = await register(notifier_api, webhook_receiver)
     webhook_receiver.script(channel, 410)
-    who = customer()
+    who = new_customer("en")
     smtp_server.refuse(who["email"], 550)
-    order_id = await place(orders_api, who, [(sku, 1)], channel=channel)
+    order_id = await place_order(orders_api, who, [(sku, 1)], channel=channel)
 
     items = await until_settled(notifier_api, order_id, 2)
     assert sorted((n["channel"], n["status"], n["attempts"]) for n in items) == [("email", "failed", 1), ("webhook", "failed", 1)]
@@ -232,10 +216,10 @@ async def test_a_slow_endpoint_does_not_hold_up_another_customer(
     quick = await register(notifier_api, webhook_receiver, send_email=False)
     webhook_receiver.slow(slow, 6.0)
     for _ in range(20):  # more than one destination's share of the delivery slots
-        await place(orders_api, customer(), [(sku, 1)], channel=slow)
+        await place_order(orders_api, new_customer("en"), [(sku, 1)], channel=slow)
     await asyncio.sleep(WINDOW_S + 0.5)  # the slow platform's messages are on the wire
     placed_at = time.monotonic()
-    order_id = await place(orders_api, customer(), [(sku, 1)], channel=quick)
+    order_id = await place_order(orders_api, new_customer("en"), [(sku, 1)], channel=quick)
 
     async def arrived() -> bool:
         return bool(webhook_receiver.of(quick))
