@@ -76,7 +76,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 # The notifier's clocks, shortened for the session's stacks: the still-waiting period (seconds here,
 # days in production), the coalescing window and the retry backoff.
 NOTIFIER_TEST_ENV = {
-    "NOTIFY_STILL_WAITING_EVERY_DAYS": str(5 / 86_400),
+    "NOTIFY_STILL_WAITING_EVERY_DAYS": str(4 / 86_400),
     "NOTIFY_COALESCE_WINDOW_S": "1",
     "DELIVERY_BACKOFF_S": "0.3",
     "DELIVERY_BACKOFF_MAX_S": "2",

@@ -149,7 +149,9 @@ async def test_cancelled_reservation_serves_the_book_then_the_shelf(inv: Invento
     await inv.publish(LineCancelled(order_id=order.order_id, line_no=1, sku=sku, qty_cancelled=5, reason="customer"))
     await inv.settle()
     released = await inv.on_stock("StockReleased", sku=sku, reason="cancellation")
-    assert [r.payload["qty"] for r in released] == [3]
+    # The 3 reserved units go back. The allocator may serve the waiting part (2) from them before it
+    # reads the cancel (they travel on different topics): inventory then releases those 2 again.
+    assert [r.payload["qty"] for r in released] in ([3], [3, 2])
     stock = await inv.stock(sku)
     assert (stock["available"], stock["reserved"], stock["pending"], stock["backordered"]) == (3, 0, 0, 0)
     line = (await line_stock(db, order.order_id))[1]
