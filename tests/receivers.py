@@ -68,7 +68,8 @@ class RecordingSmtp:
             code = queue.popleft()
             if code >= 400:
                 self.refused.append((rcpt, code))
-                return f"{code} {'4.3.0 try again later' if code < 500 else '5.1.1 mailbox unavailable'}"
+                # Like real servers, a refusal names the address (the notifier must keep it to itself).
+                return f"{code} {'4.3.0 try again later' if code < 500 else f'5.1.1 <{rcpt}>: mailbox unavailable'}"
         message = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
         self.received.append(ReceivedMail(rcpt, message, time.monotonic()))  # type: ignore[arg-type]
         return "250 OK"

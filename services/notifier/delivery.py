@@ -257,8 +257,14 @@ class Courier:
         return Attempt(n, outcome, error, started, datetime.now(UTC))
 
     async def _email(self, n: Claimed) -> tuple[Outcome, str | None]:
+        """The outcome and, for a failure, the server's reason without the address in it (errors
+        reach the log and NotificationFailed, which carry customer ids only)."""
         if not n.email:
             return Outcome.PERMANENT, "no email address is known for this order"
+        outcome, error = await self._send_email(n)
+        return outcome, error.replace(n.email, f"<customer {n.recipient}>") if error else None
+
+    async def _send_email(self, n: Claimed) -> tuple[Outcome, str | None]:
         try:
             await self.smtp.send(email_message(n, self.settings))
         except aiosmtplib.SMTPRecipientsRefused as refused:

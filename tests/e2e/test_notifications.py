@@ -132,9 +132,9 @@ async def test_the_receipt_and_the_shipments_are_told_with_what_still_waits(
 
 
 async def test_still_waiting_goes_once_per_period_never_right_after_another_message_and_stops_when_served(
-    stack, orders_api, inventory_api, notifier_api, smtp_server
+    stack, orders_api, inventory_api, notifier_api, smtp_server, short_still_waiting
 ) -> None:
-    period = 4.0  # NOTIFY_STILL_WAITING_EVERY_DAYS in the session stack (tests/conftest.py)
+    period = short_still_waiting
     sku = new_sku("SW")
     await set_policy(inventory_api, sku, supplier="ACME")
     who = new_customer()

@@ -204,6 +204,8 @@ async def test_a_permanent_refusal_is_not_retried_and_is_reported(
     assert len(webhook_receiver.of(channel)) == 1
     failed = await eventually(lambda: events_of(stack.settings, "notifications", "NotificationFailed", order_id=order_id))
     assert sorted((e.payload["channel"], e.payload["permanent"]) for e in failed) == [("email", True), ("webhook", True)]
+    assert all(who["email"] not in e.model_dump_json() for e in failed), "the server named the address; the event must not"
+    assert who["email"] not in str(items) and who["id"] in str(items)
     listed = await notifier_api.get("/v1/notifications", params={"order_id": order_id, "status": "failed"})
     assert len(listed.json()["items"]) == 2
 
