@@ -143,9 +143,17 @@ def on_backorder_allocated(event: BackorderAllocated, views: Views) -> None:
 
 
 def on_shipment_requested(event: ShipmentRequested, views: Views) -> None:
-    """Units about to leave. Before the confirmation this is not news: it says "ships now"."""
-    if views.orders[event.order_id].confirmed:
-        views.tell(event.order_id, Notice(Kind.READY, units=tuple((line.line_no, line.qty) for line in event.lines)))
+    """Units that waited are about to leave. Units reserved from the shelf at placement are not news
+    (the confirmation said "ships now", whichever of the two events the notifier reads first), nor is
+    anything before the confirmation, which will say it."""
+    order = views.orders[event.order_id]
+    if not order.confirmed:
+        return
+    units = tuple(
+        (item.line_no, item.qty) for item in event.lines if (line := order.line(item.line_no)) is not None and line.short > 0
+    )
+    if units:
+        views.tell(event.order_id, Notice(Kind.READY, units=units))
 
 
 def on_shipped(event: Shipped, views: Views) -> None:
