@@ -20,14 +20,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from uuid import UUID, uuid4
 
 import aiosmtplib
 import asyncpg
 import httpx
+import psutil
 from aiokafka import AIOKafkaProducer
 
+from bench.cpu import CpuMeter, stack_processes
 from bench.drain import drop_database, percentile
 from services.notifier.settings import NotifierSettings
 from shared.devstack.mailsink import free_port
@@ -74,6 +78,7 @@ class NotifyResult:
     anchor_s: float
     anchor_messages_per_s: float
     concurrency: dict[str, int]
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group, first event to last delivery
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -143,6 +148,13 @@ async def wait_delivered(database_url: str, order_ids: list[UUID], deadline: flo
     try:
         quiet, last = 0, -1
         while time.monotonic() < deadline:
+            unconfirmed = await conn.fetchval(
+                "SELECT $2::int - count(*) FROM order_state WHERE order_id = ANY($1) AND confirmed_at IS NOT NULL",
+                order_ids, len(order_ids))
+            if unconfirmed:
+                quiet = 0
+                await asyncio.sleep(0.2)
+                continue
             rows = await conn.fetch("SELECT id, kind, channel, status, cause_event_ids, subject, body_text, body_html,"
                                     " CAST(payload AS text) AS payload FROM notification WHERE order_id = ANY($1)", order_ids)
             open_windows = await conn.fetchval("SELECT count(*) FROM notice_window WHERE order_id = ANY($1)", order_ids)
@@ -171,11 +183,12 @@ async def time_anchor(rows: list[asyncpg.Record], smtp_port: int, hook_url: str,
         await client.connect()
         while not queue.empty():
             row = queue.get_nowait()
-            message = EmailMessage()
+            message = MIMEMultipart("alternative")  # the cheapest way the standard library builds it
             message["Message-ID"] = f"<anchor-{row['id']}@bench>"
-            message["From"], message["To"], message["Subject"] = "bench@example.com", "customer@example.com", row["subject"]
-            message.set_content(row["body_text"])
-            message.add_alternative(row["body_html"], subtype="html")
+            message["From"], message["To"] = "bench@example.com", "customer@example.com"
+            message["Subject"] = Header(row["subject"], "utf-8")  # type: ignore[assignment]
+            message.attach(MIMEText(row["body_text"], "plain", "utf-8"))
+            message.attach(MIMEText(row["body_html"], "html", "utf-8"))
             await client.send_message(message)
         await client.quit()
 
@@ -194,7 +207,9 @@ async def time_anchor(rows: list[asyncpg.Record], smtp_port: int, hook_url: str,
     return time.perf_counter() - started
 
 
-async def run_notify(stack: Devstack, config: NotifyConfig, smtp_port: int, http_port: int) -> NotifyResult:
+async def run_notify(
+    stack: Devstack, config: NotifyConfig, smtp_port: int, http_port: int, receivers_pid: int | None = None
+) -> NotifyResult:
     notifier_settings = NotifierSettings()
     database_url = stack.settings.service_database_url("notifier")
     hook_url = f"http://127.0.0.1:{http_port}/hooks/{CHANNEL}"
@@ -202,12 +217,26 @@ async def run_notify(stack: Devstack, config: NotifyConfig, smtp_port: int, http
     async with httpx.AsyncClient(base_url=stack.base_url("notifier"), timeout=30) as api:
         registered = await api.put(f"/v1/channels/{CHANNEL}", json={"webhook_url": hook_url, "webhook_secret": secret})
         registered.raise_for_status()
+    warm_up = order_events(10, config.skus, date.today())  # consumer group joined, connections and templates warm
+    await publish(stack.settings, warm_up)
+    await wait_delivered(database_url, [e.order_id for _, e in warm_up if isinstance(e, OrderPlaced)], time.monotonic() + 120)
     events = order_events(config.orders, config.skus, date.today())
     print(f"  publishing {len(events):,} events for {config.orders:,} orders ...", flush=True)
+
+    def processes() -> dict[str, list[psutil.Process]]:
+        groups = stack_processes(stack)
+        if receivers_pid:
+            groups["receivers"] = [psutil.Process(receivers_pid)]
+        return groups
+
+    meter = CpuMeter(processes)
+    meter.start()
     sent_at = await publish(stack.settings, events)
     first_event = min(sent_at.values())
     order_ids = [event.order_id for _, event in events if isinstance(event, OrderPlaced)]
+    await stack.wait_quiescent(timeout=config.timeout_s)  # every event consumed
     rows = await wait_delivered(database_url, order_ids, time.monotonic() + config.timeout_s)
+    cpu = meter.stop()  # includes a few idle polls after the last delivery
     async with httpx.AsyncClient(timeout=30) as http:
         arrived = await stats(http, f"http://127.0.0.1:{http_port}/stats")
     problems: list[str] = []
@@ -241,6 +270,7 @@ async def run_notify(stack: Devstack, config: NotifyConfig, smtp_port: int, http
         concurrency={"delivery_concurrency": notifier_settings.delivery_concurrency,
                      "delivery_per_destination": notifier_settings.delivery_per_destination,
                      "smtp_connections": notifier_settings.smtp_connections},
+        cpu_s=cpu,
         problems=problems,
     )
 
@@ -262,6 +292,7 @@ def report(result: NotifyResult) -> str:
         " same messages, same receivers, aiosmtplib + httpx only)",
         f"  ours/anchor     {result.anchor_share:.2f}  goal >= {GOAL_ANCHOR_SHARE}: {'met' if ok_share else 'NOT met'}",
         f"  concurrency     {result.concurrency}",
+        f"  CPU seconds     {', '.join(f'{k} {v:.1f}' for k, v in result.cpu_s.items())}",
         *(f"  PROBLEM: {p}" for p in result.problems),
     ])
 
@@ -283,7 +314,7 @@ async def bench(config: NotifyConfig) -> NotifyResult:
         await stack.prepare(("notifier",))
         stack.start_service("notifier", stack.settings.port("notifier"))
         await stack.wait_ready()
-        return await run_notify(stack, config, smtp_port, http_port)
+        return await run_notify(stack, config, smtp_port, http_port, sink.pid)
     finally:
         await stack.stop(drain=False)
         sink.terminate()

@@ -29,8 +29,13 @@ class Rendered:
 @pass_context
 def _day(context: Context, value: date) -> str:
     """Day and month name in the message's language; the year too when it is not the year the message is sent."""
-    skeleton = "dMMMM" if value.year == context["message"].today.year else "yMMMMd"
-    return format_skeleton(skeleton, value, locale=context["locale"])
+    return _format_day(value, value.year == context["message"].today.year, context["locale"])
+
+
+@lru_cache(maxsize=4096)
+def _format_day(value: date, this_year: bool, locale: str) -> str:
+    """Cached: Babel resolves the skeleton and the locale's patterns on every call."""
+    return str(format_skeleton("dMMMM" if this_year else "yMMMMd", value, locale=locale))
 
 
 @pass_context

@@ -24,31 +24,30 @@ log = logging.getLogger("notifier.scheduler")
 ORDERS_PER_TRANSACTION = 200
 
 
-def webhook_payload(notification_id: UUID, message: Message, rendered: Rendered, at: datetime) -> dict[str, Any]:
-    """The JSON a platform receives (Standard Webhooks shape: type, timestamp, data)."""
-
-    def plain(value: Any) -> Any:
-        return value.isoformat() if isinstance(value, date) else value
-
-    sections = [
-        json.loads(json.dumps(asdict(section), default=plain)) for section in message.sections
-    ]
+def webhook_payload(message: Message, rendered: Rendered, at: datetime) -> dict[str, Any]:
+    """The JSON a platform receives (Standard Webhooks shape: type, timestamp, data); the
+    notification id is added per notification."""
     return {
         "type": f"order.{message.kind.value}",
         "timestamp": at.isoformat(),
         "data": {
-            "notification_id": str(notification_id),
             "order_id": str(message.order_id),
             "external_id": message.external_id,
             "channel": message.channel,
             "customer_id": message.customer_id,
             "kinds": [kind.value for kind in message.kinds],
             "language": message.language,
-            "sections": sections,
+            "sections": [asdict(section) for section in message.sections],
             "subject": rendered.subject,
             "text": rendered.text,
         },
     }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def notification_rows(
@@ -60,16 +59,20 @@ def notification_rows(
     targets = ([("email", "smtp", message.customer_id)] if send_email else []) + (
         [("webhook", webhook_url, message.channel)] if webhook_url else []
     )
+    payload = webhook_payload(message, rendered, at)
+    kinds = [k.value for k in message.kinds]
+    cause_ids = [str(c) for c in causes]
     for channel, destination, recipient in targets:
         notification_id = uuid4()
+        payload["data"]["notification_id"] = str(notification_id)
         rows.append(
             {
                 "id": notification_id, "order_id": message.order_id, "customer_id": message.customer_id,
-                "kind": message.kind.value, "kinds": [k.value for k in message.kinds], "channel": channel,
+                "kind": message.kind.value, "kinds": kinds, "channel": channel,
                 "destination": destination, "recipient": recipient, "language": message.language,
                 "subject": rendered.subject, "body_text": rendered.text, "body_html": rendered.html,
-                "payload": json.dumps(webhook_payload(notification_id, message, rendered, at)),
-                "cause_event_ids": [str(c) for c in causes], "resend_of": None,
+                "payload": json.dumps(payload, default=_json_default),
+                "cause_event_ids": cause_ids, "resend_of": None,
             }
         )
     return rows
