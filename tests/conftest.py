@@ -102,7 +102,7 @@ async def stack(containers: None, smtp_server: RecordingSmtp, webhook_receiver: 
         await test_stack.stop(drain=False)
 
 
-STILL_WAITING_TEST_PERIOD_S = 4.0
+STILL_WAITING_TEST_PERIOD_S = 3.0
 
 
 @pytest.fixture

@@ -42,3 +42,10 @@ def test_prepare_runs_the_devstack_migrate_command_and_databases_exist() -> None
 def test_kafka_does_not_invent_topics() -> None:
     env = compose()["services"]["kafka"]["environment"]
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+def test_the_notifier_mails_the_compose_mail_catcher() -> None:
+    services = compose()["services"]
+    env = services["notifier"]["environment"]
+    assert (env["SMTP_HOST"], env["SMTP_PORT"], env["SMTP_SECURITY"]) == ("mail", "1025", "none")
+    assert "mail" in services
