@@ -294,9 +294,11 @@ def line_view(line: LineFacts, today: date | None = None) -> LineView:
     )
 
 
-def coalesce(notices: Iterable[Notice]) -> list[Notice]:
+def coalesce(notices: Iterable[Notice], policy: NoticePolicy | None = None) -> list[Notice]:
     """Several moves of one line's date in one window are one move, from the first date to the
-    last (and none if it came back); units of one kind and line add up; the rest stays in order."""
+    last (none if it came back, or if the net move earlier is too small to be news); units of one
+    kind and line add up; the rest stays in order."""
+    policy = policy or NoticePolicy()
     merged: list[Notice] = []
     dates: dict[int, int] = {}  # line_no -> index in merged of its date notice
     units: dict[Kind, int] = {}
@@ -323,7 +325,18 @@ def coalesce(notices: Iterable[Notice]) -> list[Notice]:
             if notice.units:
                 units[notice.kind] = len(merged)
             merged.append(notice)
-    return [n for n in merged if not (n.kind in (Kind.DELAY, Kind.GOOD_NEWS) and n.previous_date == n.new_date)]
+    return [n for n in merged if not _no_longer_news(n, policy)]
+
+
+def _no_longer_news(notice: Notice, policy: NoticePolicy) -> bool:
+    """A merged date move that came back, or that ends earlier by less than the threshold."""
+    if notice.kind not in (Kind.DELAY, Kind.GOOD_NEWS):
+        return False
+    previous, new = notice.previous_date, notice.new_date
+    if previous == new:
+        return True
+    small = previous is not None and new is not None and (previous - new).days < policy.good_news_min_days
+    return notice.kind is Kind.GOOD_NEWS and small
 
 
 def compose(
@@ -332,13 +345,14 @@ def compose(
     preferences: Preferences,
     today: date,
     consolations: dict[int, Consolation] | None = None,
+    policy: NoticePolicy | None = None,
 ) -> Message | None:
     """The one message a closed window becomes, or None when nothing in it is worth telling
     (switched off by the customer, or moments that cancelled each other out)."""
     consolations = consolations or {}
     sections: list[Section] = []
     waiting = tuple(line_view(line, today) for line in order.waiting_lines)
-    moments = coalesce(notices)
+    moments = coalesce(notices, policy)
     if any(notice.kind is Kind.CONFIRMATION for notice in moments):
         # The confirmation shows every line's latest date: a move before it is not news.
         moments = [notice for notice in moments if notice.kind not in (Kind.DELAY, Kind.GOOD_NEWS)]

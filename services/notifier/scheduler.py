@@ -107,6 +107,7 @@ class MessageScheduler:
     async def compose_due(self) -> int:
         """Compose every due order (up to a batch) in one transaction; returns how many orders."""
         period = timedelta(days=self.settings.notify_still_waiting_every_days)
+        policy = self.settings.notice_policy()
         async with self.context.uow() as uow:
             session = uow.session
             order_ids = await store.lock_due_orders(session, ORDERS_PER_TRANSACTION)
@@ -128,7 +129,7 @@ class MessageScheduler:
                 message = None
                 if notices:
                     wishes = preferences.get(order.customer_id, Preferences())
-                    message = compose(order, notices, wishes, now.date(), consolations.get(order_id))
+                    message = compose(order, notices, wishes, now.date(), consolations.get(order_id), policy)
                 if message is not None:
                     webhook_url, send_email = channels.get(order.channel, (None, True))
                     rows += notification_rows(message, render(message), webhook_url, send_email, due.causes, now)

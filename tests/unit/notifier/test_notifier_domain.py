@@ -680,3 +680,9 @@ def test_a_jittered_delay_stays_within_its_exponential_step_and_the_cap(seed: in
 
     assert delay is not None
     assert step * (1 - jitter) <= delay <= step <= 300.0
+
+
+def test_moves_that_net_out_earlier_by_less_than_the_threshold_are_not_good_news() -> None:
+    there_and_back = [move(2, JUNE_1, JULY_1), move(2, JULY_1, JUNE_1 - timedelta(days=1))]
+    assert [n.kind for n in coalesce(there_and_back, NoticePolicy(good_news_min_days=2))] == []
+    assert [n.kind for n in coalesce(there_and_back, NoticePolicy(good_news_min_days=1))] == [Kind.GOOD_NEWS]
