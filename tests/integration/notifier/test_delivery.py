@@ -70,7 +70,7 @@ async def confirmed(smtp: RecordingSmtp, notifier_api: httpx.AsyncClient, order_
     assert [m.subject for m in smtp.to(who["email"])] and "confirmed" in smtp.to(who["email"])[0].subject
 
 
-async def test_two_cancels_within_the_window_become_one_message(
+async def test_two_lines_cancelled_within_the_window_become_one_message(
     stack, orders_api, inventory_api, notifier_api, smtp_server
 ) -> None:
     sku = await stocked_sku(inventory_api)
@@ -78,9 +78,9 @@ async def test_two_cancels_within_the_window_become_one_message(
     order_id = await place_order(orders_api, who, [(sku, 1), (sku, 2)])
     await confirmed(smtp_server, notifier_api, order_id, who)
 
-    for line_no in (1, 2):
-        cancel = await orders_api.post(f"/v1/orders/{order_id}/lines/{line_no}/cancel", json={"reason": "customer_request"})
-        assert cancel.status_code == 200, cancel.text
+    # One request, two LineCancelled events (one per line), a moment apart at the notifier.
+    cancel = await orders_api.post(f"/v1/orders/{order_id}/cancel", json={"reason": "customer_request"})
+    assert cancel.status_code == 200, cancel.text
     items = await until_settled(notifier_api, order_id, 2)
     await asyncio.sleep(WINDOW_S + 1)
 
@@ -232,8 +232,10 @@ async def test_a_slow_endpoint_does_not_hold_up_another_customer(
         return bool(webhook_receiver.of(quick))
 
     assert await eventually(arrived, timeout=20)
+    # The slow platform's first answers come 6 s after its messages went out: the quick platform's
+    # message must not wait for them (the bound leaves room for a loaded machine).
     took = webhook_receiver.of(quick)[0].at - placed_at
-    assert took < WINDOW_S + 3, f"the quick platform waited {took:.1f} s behind the slow one"
+    assert took < WINDOW_S + 4.5, f"the quick platform waited {took:.1f} s behind the slow one"
     assert not webhook_receiver.of(slow) or webhook_receiver.of(slow)[0].at > webhook_receiver.of(quick)[0].at
     assert (await notifications(notifier_api, order_id))[0]["status"] == "sent"
     webhook_receiver.slow(slow, 0)
