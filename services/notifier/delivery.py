@@ -30,6 +30,7 @@ from services.notifier.domain import Outcome, RetryPolicy, http_outcome, smtp_ou
 from services.notifier.settings import NotifierSettings
 from shared.bus.failures import is_unreachable
 from shared.events import NotificationFailed, NotificationSent
+from shared.logs import OutageTracker
 from shared.service import ServiceContext
 
 log = logging.getLogger("notifier.delivery")
@@ -178,7 +179,7 @@ class Courier:
         self.inflight: dict[asyncio.Task[Attempt], str] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self.sent = 0
+        self.database = OutageTracker("notifier courier: database", log)
 
     def _http_client(self, destination: str) -> httpx.AsyncClient:
         """A client (and connection pool) per destination, sized to what may be in flight there: a
@@ -192,6 +193,13 @@ class Courier:
                 timeout=self.settings.delivery_timeout_s, follow_redirects=False, limits=limits
             )
         return client
+
+    def _failed(self, error: BaseException, doing: str) -> None:
+        """The database away is an outage, told once (OutageTracker); anything else is a bug."""
+        if is_unreachable(error):
+            self.database.failed(error, "; messages wait in the database until it is back")
+        else:
+            log.exception(doing)
 
     def wake(self) -> None:
         self._wake.set()
@@ -231,8 +239,9 @@ class Courier:
             return
         try:
             claimed = await self.claim(free)
+            self.database.recovered("claims failed")
         except Exception as error:
-            log.warning("claiming notifications failed: %s", error, exc_info=not is_unreachable(error))
+            self._failed(error, "claiming notifications failed")
             return
         for notification in claimed:
             task = asyncio.create_task(self.deliver(notification), name=f"deliver-{notification.id}")
@@ -320,8 +329,8 @@ class Courier:
             try:
                 await self.record(attempts)
                 return
-            except Exception as error:  # the database is away: keep the results until it is back
-                log.warning("recording %d deliveries failed, retrying: %s", len(attempts), error)
+            except Exception as error:  # keep the results until the database is back
+                self._failed(error, f"recording {len(attempts)} deliveries failed; retrying")
                 if self._stopping.is_set():
                     return  # the leases expire and the rows are sent again, same ids
                 await asyncio.sleep(1)
@@ -355,7 +364,6 @@ class Courier:
                     "cause_event_ids": tuple(n.cause_event_ids),
                 }
                 if status == "sent":
-                    self.sent += 1
                     uow.emit(NotificationSent(**common), correlation_id=str(n.order_id))
                 else:
                     log.warning("notification %s (%s, %s to %s) given up after %d attempts: %s",

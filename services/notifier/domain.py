@@ -268,11 +268,9 @@ class Preferences:
     still_waiting: bool = True
 
     def wants(self, kind: Kind) -> bool:
-        if kind is Kind.GOOD_NEWS:
-            return self.good_news
-        if kind is Kind.STILL_WAITING:
-            return self.still_waiting
-        return True
+        if kind not in OPTIONAL_KINDS:
+            return True
+        return self.good_news if kind is Kind.GOOD_NEWS else self.still_waiting
 
 
 def line_view(line: LineFacts, today: date | None = None) -> LineView:

@@ -18,6 +18,7 @@ from services.notifier.domain import Kind, Message, Notice, Preferences, compose
 from services.notifier.render import Rendered, render
 from services.notifier.settings import NotifierSettings
 from shared.bus.failures import is_unreachable
+from shared.logs import OutageTracker
 from shared.service import ServiceContext
 
 log = logging.getLogger("notifier.scheduler")
@@ -86,6 +87,7 @@ class MessageScheduler:
         self.context = context
         self.settings = settings
         self.composed = composed  # wakes the courier
+        self.database = OutageTracker("notifier scheduler: database", log)
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -95,8 +97,12 @@ class MessageScheduler:
         while not self._stopping.is_set():
             try:
                 count = await self.compose_due()
-            except Exception as error:  # the database is away, or a bug: log it and keep the loop
-                log.warning("composing messages failed: %s", error, exc_info=not is_unreachable(error))
+                self.database.recovered("rounds failed")
+            except Exception as error:  # keep the loop: the database is away (told once), or a bug
+                if is_unreachable(error):
+                    self.database.failed(error, "; messages wait in the database until it is back")
+                else:
+                    log.exception("composing messages failed")
                 count = 0
             if count:
                 self.composed()
@@ -114,7 +120,7 @@ class MessageScheduler:
             if not order_ids:
                 return 0
             now = datetime.now(UTC)
-            orders = await store.lock_orders(session, order_ids)
+            orders = await store.lock_orders(session, order_ids, create_missing=False)
             pending = await store.read_pending(session, order_ids)
             preferences = await store.read_preferences(session, [o.customer_id for o in orders.values()])
             channels = await store.read_channels(session, [o.channel for o in orders.values()])

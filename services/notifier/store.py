@@ -102,12 +102,14 @@ INSERT_NOTIFICATION = text(
 # --- the consumer's side -------------------------------------------------------------------------
 
 
-async def lock_orders(session: AsyncSession, order_ids: Sequence[UUID]) -> dict[UUID, OrderFacts]:
-    """The orders as the notifier knows them, locked (made if never seen)."""
+async def lock_orders(session: AsyncSession, order_ids: Sequence[UUID], create_missing: bool = True) -> dict[UUID, OrderFacts]:
+    """The orders as the notifier knows them, locked (made if never seen, unless the caller knows
+    they exist: the scheduler's due orders)."""
     if not order_ids:
         return {}
     ids = sorted(set(order_ids))
-    await session.execute(ENSURE_ORDERS, {"ids": ids})
+    if create_missing:
+        await session.execute(ENSURE_ORDERS, {"ids": ids})
     rows = (await session.execute(LOCK_ORDERS, {"ids": ids})).all()
     lines: dict[UUID, list[LineFacts]] = defaultdict(list)
     for row in (await session.execute(READ_LINES, {"ids": ids})).all():

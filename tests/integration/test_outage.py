@@ -24,6 +24,7 @@ from e2e.kit import order_body
 from sqlalchemy import text
 from support import bus_database, eventually, publish
 
+from services.notifier.app import SPEC as NOTIFIER_SPEC
 from services.orders.app import SPEC
 from shared.bus.consumer import EventConsumer
 from shared.bus.outbox import UnitOfWork
@@ -107,6 +108,35 @@ async def test_an_unreachable_database_gets_503_and_one_log_line_per_outage(stac
             assert ended and "(5 requests refused during the outage)" in ended[0], ended
             assert (await client.get(f"/v1/orders/{uuid4()}")).status_code == 404  # the database answers again
     assert len(outage_lines(caplog, "database unreachable")) == 1
+
+
+async def test_the_notifier_answers_503_and_its_scheduler_and_courier_ride_out_an_unreachable_database(
+    stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    dead_port = free_port()
+    settings = stack.settings.model_copy(update={"database_url": f"postgresql://postgres@127.0.0.1:{dead_port}/postgres"})
+    # No consumer (it would join the real notifier's group); the scheduler and the courier run.
+    app = create_app(dataclasses.replace(NOTIFIER_SPEC, handlers={}, batch_handler=None, consumes=()), settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://notifier", timeout=30
+    ) as client:
+        refused = [
+            await client.put("/v1/channels/shop-outage", json={"send_email": False}),
+            await client.put("/v1/customers/c-outage/preferences", json={"good_news": False}),
+            await client.get("/v1/notifications"),
+            await client.post(f"/v1/notifications/{uuid4()}/resend"),
+        ]
+        for response in refused:
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+        await asyncio.sleep(1.5)  # about fifteen scheduler and courier rounds against the dead database
+        workers = app.state.context.workers
+        assert all(worker.database.failures > 3 for worker in workers), "a loop stopped trying"
+    for loop in ("notifier scheduler", "notifier courier"):
+        told = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{loop}: database unreachable")]
+        assert len(told) == 1, told  # once per outage, not once per round
+    assert not [r for r in caplog.records if r.name.startswith("notifier.") and r.exc_info], "a traceback was logged"
 
 
 DATABASE = "backorder_outagetest"

@@ -9,12 +9,14 @@ import base64
 import json
 import os
 import time
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
 from e2e.kit import count_stock, new_customer, new_sku, place_order, set_policy
 from receivers import RecordingSmtp, WebhookReceiver
+from standardwebhooks import Webhook
 from support import events_of, eventually, publish
 
 from shared.events import EVENT_TYPES
@@ -26,10 +28,13 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
-async def stocked_sku(inventory_api: httpx.AsyncClient, units: int = 50) -> str:
+async def stocked_sku(stack: Any, inventory_api: httpx.AsyncClient, units: int = 50) -> str:
+    """A SKU with units on the shelf. A count goes to the backorder book first and reaches the shelf
+    a moment later: an order placed in between waits and is served ("ready"), not reserved."""
     sku = new_sku("NT")
     await set_policy(inventory_api, sku, supplier="ACME")
     await count_stock(inventory_api, sku, units)
+    await stack.wait_quiescent()
     return sku
 
 
@@ -73,7 +78,7 @@ async def confirmed(smtp: RecordingSmtp, notifier_api: httpx.AsyncClient, order_
 async def test_two_lines_cancelled_within_the_window_become_one_message(
     stack, orders_api, inventory_api, notifier_api, smtp_server
 ) -> None:
-    sku = await stocked_sku(inventory_api)
+    sku = await stocked_sku(stack, inventory_api)
     who = new_customer("en")
     order_id = await place_order(orders_api, who, [(sku, 1), (sku, 2)])
     await confirmed(smtp_server, notifier_api, order_id, who)
@@ -95,7 +100,7 @@ async def test_two_lines_cancelled_within_the_window_become_one_message(
 async def test_a_redelivered_event_sends_nothing_again(
     stack, producer, orders_api, inventory_api, notifier_api, smtp_server
 ) -> None:
-    sku = await stocked_sku(inventory_api)
+    sku = await stocked_sku(stack, inventory_api)
     who = new_customer("en")
     order_id = await place_order(orders_api, who, [(sku, 1), (sku, 1)])
     await confirmed(smtp_server, notifier_api, order_id, who)
@@ -121,7 +126,7 @@ async def test_a_redelivered_event_sends_nothing_again(
 async def test_a_restart_inside_the_window_sends_the_message_once(
     stack, db, orders_api, inventory_api, notifier_api, smtp_server
 ) -> None:
-    sku = await stocked_sku(inventory_api)
+    sku = await stocked_sku(stack, inventory_api)
     who = new_customer("en")
     order_id = await place_order(orders_api, who, [(sku, 1), (sku, 1)])
     await confirmed(smtp_server, notifier_api, order_id, who)
@@ -151,7 +156,7 @@ async def test_a_restart_inside_the_window_sends_the_message_once(
 async def test_a_transient_failure_is_retried_with_the_same_message_id_until_it_goes_through(
     stack, db, orders_api, inventory_api, notifier_api, smtp_server, webhook_receiver
 ) -> None:
-    sku = await stocked_sku(inventory_api)
+    sku = await stocked_sku(stack, inventory_api)
     channel = await register(notifier_api, webhook_receiver)
     webhook_receiver.script(channel, 503, 429)
     who = new_customer("en")
@@ -190,7 +195,7 @@ async def test_a_transient_failure_is_retried_with_the_same_message_id_until_it_
 async def test_a_permanent_refusal_is_not_retried_and_is_reported(
     stack, orders_api, inventory_api, notifier_api, smtp_server, webhook_receiver
 ) -> None:
-    sku = await stocked_sku(inventory_api)
+    sku = await stocked_sku(stack, inventory_api)
     channel = await register(notifier_api, webhook_receiver)
     webhook_receiver.script(channel, 410)
     who = new_customer("en")
@@ -218,7 +223,7 @@ async def test_a_permanent_refusal_is_not_retried_and_is_reported(
 async def test_a_slow_endpoint_does_not_hold_up_another_customer(
     stack, orders_api, inventory_api, notifier_api, smtp_server, webhook_receiver
 ) -> None:
-    sku = await stocked_sku(inventory_api, units=100)
+    sku = await stocked_sku(stack, inventory_api, units=100)
     slow = await register(notifier_api, webhook_receiver, send_email=False)
     quick = await register(notifier_api, webhook_receiver, send_email=False)
     webhook_receiver.slow(slow, 6.0)
@@ -239,3 +244,50 @@ async def test_a_slow_endpoint_does_not_hold_up_another_customer(
     assert not webhook_receiver.of(slow) or webhook_receiver.of(slow)[0].at > webhook_receiver.of(quick)[0].at
     assert (await notifications(notifier_api, order_id))[0]["status"] == "sent"
     webhook_receiver.slow(slow, 0)
+
+
+async def test_a_sender_killed_after_sending_is_replaced_when_its_lease_ends_and_the_repeat_has_the_same_id(
+    stack, db, notifier_api, webhook_receiver
+) -> None:
+    """What a courier leaves behind when it is killed after the platform got the message and before
+    it recorded that: the row claimed (attempt 1, leased) and the message delivered. Once the lease
+    ends the message goes again, under the same webhook-id, and is recorded (and announced) once."""
+    channel = await register(notifier_api, webhook_receiver, send_email=False)
+    notification_id, order_id = uuid4(), uuid4()
+    payload = json.dumps({"type": "order.confirmation", "data": {"order_id": str(order_id)}})
+    message_id, now = f"msg_{notification_id}", datetime.now(UTC)
+    async with db("notifier") as conn:
+        await conn.execute(
+            "INSERT INTO notification (id, order_id, customer_id, kind, kinds, channel, destination, recipient, language,"
+            " subject, body_text, body_html, payload, status, attempts, lease_until)"
+            " VALUES ($1, $2, 'c-lease', 'confirmation', '{confirmation}', 'webhook', $3, $4, 'en', 's', 't', '<p>t</p>',"
+            " $5::jsonb, 'sending', 1, now() + interval '2 seconds')",
+            notification_id, order_id, webhook_receiver.url(channel), channel, payload,
+        )
+    lease_ends = time.monotonic() + 2
+    headers = {"content-type": "application/json", "webhook-id": message_id, "webhook-timestamp": str(int(now.timestamp())),
+               "webhook-signature": Webhook(webhook_receiver.secrets[channel]).sign(message_id, now, payload)}
+    async with httpx.AsyncClient() as client:  # the send the killed courier made
+        assert (await client.post(webhook_receiver.url(channel), content=payload, headers=headers)).status_code == 200
+
+    async def sent_again() -> bool:
+        return len(webhook_receiver.of(channel)) >= 2
+
+    assert await eventually(sent_again, timeout=15)
+    hooks = webhook_receiver.of(channel)
+    assert [h.headers["webhook-id"] for h in hooks] == [message_id, message_id] and all(h.verified for h in hooks)
+    assert hooks[1].at >= lease_ends - 0.3, "sent again before the lease ended"
+
+    async def recorded() -> dict[str, Any] | None:
+        detail: dict[str, Any] = (await notifier_api.get(f"/v1/notifications/{notification_id}")).json()
+        return detail if detail["status"] == "sent" else None
+
+    detail = await eventually(recorded, timeout=10)
+    assert detail is not None and detail["attempts"] == 2
+    await asyncio.sleep(1)
+    assert len(webhook_receiver.of(channel)) == 2
+    async with db("notifier") as conn:
+        announced = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE event_type = 'NotificationSent' AND envelope->'payload'->>'notification_id' = $1",
+            str(notification_id))
+    assert announced == 1
