@@ -179,7 +179,22 @@ class ShipmentRequested(Event):
     lines: tuple[ShipmentLine, ...]
 
 
+class ShipmentReported(Event):
+    """A warehouse's report that a requested shipment left (what `POST .../shipments` does over
+    HTTP). Orders checks it against the request and announces Shipped, the one fact the others use."""
+
+    event_type: ClassVar[str] = "ShipmentReported"
+    stream: ClassVar[Stream] = Stream.ORDERS
+    key_field: ClassVar[str] = "order_id"
+    order_id: UUID
+    shipment_id: UUID
+    lines: tuple[ShipmentLine, ...]
+    shipped_at: datetime
+
+
 class Shipped(Event):
+    """Orders' confirmation that a shipment left as requested: inventory moves stock by it."""
+
     event_type: ClassVar[str] = "Shipped"
     stream: ClassVar[Stream] = Stream.ORDERS
     key_field: ClassVar[str] = "order_id"
@@ -189,7 +204,7 @@ class Shipped(Event):
     shipped_at: datetime
 
 
-# --- stock stream (key: SKU, purchase order id for purchase orders) ----------------------------
+# --- stock stream (key: SKU; order id for StockReserved, purchase order id for purchase orders) ---
 
 
 class RejectionReason(StrEnum):
@@ -200,9 +215,12 @@ class RejectionReason(StrEnum):
 
 
 class StockReserved(Event):
+    """Keyed by order, not SKU: an order's lines reserved together reach orders in one partition,
+    so they make one shipment request (one payment capture), not one per line."""
+
     event_type: ClassVar[str] = "StockReserved"
     stream: ClassVar[Stream] = Stream.STOCK
-    key_field: ClassVar[str] = "sku"
+    key_field: ClassVar[str] = "order_id"
     order_id: UUID
     line_no: int
     sku: Sku
@@ -403,7 +421,7 @@ class NotificationFailed(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     model.event_type: model
     for model in (
-        OrderPlaced, LineCancelled, ShipmentRequested, Shipped,
+        OrderPlaced, LineCancelled, ShipmentRequested, ShipmentReported, Shipped,
         StockReserved, StockShort, LineRejected, StockReleased, PurchaseOrderChanged, GoodsPutAway,
         GoodsReceived, BackorderAllocated, BackorderBooked, EtaChanged, NotificationSent, NotificationFailed,
     )

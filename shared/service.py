@@ -24,14 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.bus.consumer import BatchHandler, EventConsumer, Handler
+from shared.bus.consumer import EventConsumer
 from shared.bus.failures import is_unreachable
+from shared.bus.handlers import Handlers
 from shared.bus.outbox import UnitOfWork, unit_of_work
 from shared.bus.relay import OutboxRelay
 from shared.db import create_engine, session_factory
-from shared.events import Stream
 from shared.logs import OutageTracker, RepeatFilter
-from shared.settings import Settings, get_settings
+from shared.settings import SUBSCRIPTIONS, Settings, get_settings
 
 log = logging.getLogger("service")
 
@@ -65,11 +65,20 @@ class ServiceSpec:
     name: str
     title: str
     routers: Sequence[APIRouter]
-    handlers: Mapping[str, Handler] = field(default_factory=dict)
-    # Optional: the handlers' work for a whole consumer batch at once (see EventConsumer.batch_handler).
-    batch_handler: BatchHandler | None = None
-    consumes: Sequence[Stream] = ()
+    # What it consumes; the streams it subscribes to follow from the handlers' event classes.
+    handlers: Handlers | None = None
     workers: Callable[[ServiceContext], Sequence[Worker]] | None = None
+
+    def __post_init__(self) -> None:
+        """The deployment's table of who reads what (the relay's watermarks, the devstack's lag)
+        must say what the handlers need: a service whose handlers and table disagree does not start."""
+        streams = self.handlers.streams if self.handlers else ()
+        listed = SUBSCRIPTIONS.get(self.name, ())
+        if self.handlers is not None and set(streams) != set(listed):
+            raise ValueError(
+                f"{self.name}: its handlers read {[str(s) for s in streams]} but shared.settings.SUBSCRIPTIONS "
+                f"lists {[str(s) for s in listed]}; make them agree"
+            )
 
 
 @dataclass
@@ -115,14 +124,10 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
         await producer.start()
         sessions = session_factory(engine)
         relay = OutboxRelay(spec.name, database_url, producer, settings)
-        consumer = (
-            EventConsumer(
-                spec.name, [settings.topic(s) for s in spec.consumes], spec.handlers, sessions, producer, settings,
-                batch_handler=spec.batch_handler,
-            )
-            if spec.consumes
-            else None
-        )
+        consumer = None
+        if spec.handlers:
+            topics = [settings.topic(stream) for stream in spec.handlers.streams]
+            consumer = EventConsumer(spec.name, topics, spec.handlers, sessions, producer, settings)
         context = ServiceContext(spec.name, settings, sessions, producer, relay, consumer)
         app.state.context = context
         context.workers = workers = list(spec.workers(context)) if spec.workers else []

@@ -2,13 +2,11 @@
 
 from services.allocator import api, handlers
 from shared.service import ServiceSpec, create_app
-from shared.settings import SUBSCRIPTIONS
 
 SPEC = ServiceSpec(
     name="allocator",
     title="Allocator",
     routers=[api.router],
     handlers=handlers.HANDLERS,
-    consumes=SUBSCRIPTIONS["allocator"],
 )
 app = create_app(SPEC)

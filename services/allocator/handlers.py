@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from services.allocator import book
 from services.allocator.domain import EtaReason, allocate, cross_dock, supply_per_sku
-from shared.bus.consumer import DeadLetter, Handler
+from shared.bus.handlers import DeadLetter, Handlers, each
 from shared.bus.outbox import UnitOfWork
 from shared.events import (
     BackorderAllocated,
@@ -213,11 +213,11 @@ async def serve_arrival(uow: UnitOfWork, arrival: book.Arrival) -> None:
     await book.redate(uow, policies, EtaReason.QUEUE_MOVED)
 
 
-HANDLERS: dict[str, Handler] = {
-    StockShort.event_type: on_stock_short,
-    LineCancelled.event_type: on_line_cancelled,
-    GoodsReceived.event_type: on_goods_received,
-    StockReleased.event_type: on_stock_released,
-    PurchaseOrderChanged.event_type: on_purchase_order_changed,
-    OrderPlaced.event_type: on_order_placed,
-}
+HANDLERS = Handlers.by_class({
+    StockShort: each(on_stock_short),
+    LineCancelled: each(on_line_cancelled),
+    GoodsReceived: each(on_goods_received),
+    StockReleased: each(on_stock_released),
+    PurchaseOrderChanged: each(on_purchase_order_changed),
+    OrderPlaced: each(on_order_placed),
+})

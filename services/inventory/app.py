@@ -2,13 +2,11 @@
 
 from services.inventory import api, handlers, supply_api
 from shared.service import ServiceSpec, create_app
-from shared.settings import SUBSCRIPTIONS
 
 SPEC = ServiceSpec(
     name="inventory",
     title="Inventory",
     routers=[api.router, supply_api.router],
     handlers=handlers.HANDLERS,
-    consumes=SUBSCRIPTIONS["inventory"],
 )
 app = create_app(SPEC)

@@ -6,12 +6,11 @@ from contextlib import contextmanager
 
 from services.inventory import movements
 from services.inventory.movements import Unapplicable, UnknownSku
-from shared.bus.consumer import DeadLetter, Handler
+from shared.bus.handlers import DeadLetter, Handlers, each
 from shared.bus.outbox import UnitOfWork
 from shared.events import BackorderAllocated, GoodsPutAway, GoodsReceived, LineCancelled, OrderPlaced, Shipped
 
 log = logging.getLogger("inventory")
-ORDERS = "orders"  # the producer name of the orders service (its ServiceSpec)
 
 
 @contextmanager
@@ -34,12 +33,8 @@ async def on_line_cancelled(event: LineCancelled, uow: UnitOfWork) -> None:
 
 
 async def on_shipped(event: Shipped, uow: UnitOfWork) -> None:
-    """Orders owns shipments: it checks a warehouse's Shipped against the requested shipment and
-    announces the confirmed one itself. Only that announcement moves stock, so the two services
-    never disagree about what left the building."""
-    if uow.cause is not None and uow.cause.producer != ORDERS:
-        log.info("Shipped %s from %s: waiting for orders to confirm it", event.shipment_id, uow.cause.producer)
-        return
+    """Orders owns shipments: it checks a warehouse's report against the requested shipment and
+    announces Shipped. Only that moves stock, so the two services never disagree about what left."""
     with dead_letter_unapplicable():
         await movements.ship(uow, event)
 
@@ -55,8 +50,8 @@ async def on_goods_put_away(event: GoodsPutAway, uow: UnitOfWork) -> None:
 
 
 async def on_goods_received(event: GoodsReceived, uow: UnitOfWork) -> None:
-    """Receipts a warehouse published to the topic, and the echo of those posted over HTTP
-    (already recorded: a no-op)."""
+    """Receipts a warehouse published to the topic (those posted over HTTP are announced by us,
+    and a service does not read its own events)."""
     with dead_letter_unapplicable():
         try:
             await movements.receive_goods(uow, event, via="topic")
@@ -69,11 +64,11 @@ async def on_goods_received(event: GoodsReceived, uow: UnitOfWork) -> None:
             ) from error
 
 
-HANDLERS: dict[str, Handler] = {
-    OrderPlaced.event_type: on_order_placed,
-    LineCancelled.event_type: on_line_cancelled,
-    Shipped.event_type: on_shipped,
-    BackorderAllocated.event_type: on_backorder_allocated,
-    GoodsPutAway.event_type: on_goods_put_away,
-    GoodsReceived.event_type: on_goods_received,
-}
+HANDLERS = Handlers.by_class({
+    OrderPlaced: each(on_order_placed),
+    LineCancelled: each(on_line_cancelled),
+    Shipped: each(on_shipped),
+    BackorderAllocated: each(on_backorder_allocated),
+    GoodsPutAway: each(on_goods_put_away),
+    GoodsReceived: each(on_goods_received),
+})

@@ -7,7 +7,6 @@ from services.notifier.delivery import Courier
 from services.notifier.scheduler import MessageScheduler
 from services.notifier.settings import get_notifier_settings
 from shared.service import ServiceContext, ServiceSpec, Worker, create_app
-from shared.settings import SUBSCRIPTIONS
 
 
 def workers(context: ServiceContext) -> Sequence[Worker]:
@@ -22,8 +21,6 @@ SPEC = ServiceSpec(
     title="Notifier",
     routers=[api.router],
     handlers=handlers.HANDLERS,
-    batch_handler=handlers.apply_batch,
-    consumes=SUBSCRIPTIONS["notifier"],
     workers=workers,
 )
 app = create_app(SPEC)

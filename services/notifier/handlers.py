@@ -8,7 +8,7 @@ same way, as a batch of one."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
@@ -25,7 +25,7 @@ from services.notifier.domain import (
     eta_notice,
 )
 from services.notifier.settings import get_notifier_settings
-from shared.bus.consumer import Handler
+from shared.bus.handlers import Batch, Handlers
 from shared.bus.outbox import UnitOfWork
 from shared.events import (
     BackorderAllocated,
@@ -157,9 +157,7 @@ def on_shipment_requested(event: ShipmentRequested, views: Views) -> None:
 
 
 def on_shipped(event: Shipped, views: Views) -> None:
-    """Orders' own Shipped (a warehouse's report is checked by orders first, which then announces it)."""
-    if views.cause is not None and views.cause.producer != "orders":
-        return
+    """Orders' confirmation (a warehouse's report is checked by orders first, which then announces it)."""
     shipped: dict[int, int] = {}
     for item in event.lines:
         shipped[item.line_no] = shipped.get(item.line_no, 0) + item.qty
@@ -174,36 +172,30 @@ def on_line_cancelled(event: LineCancelled, views: Views) -> None:
         views.tell(event.order_id, Notice(Kind.CANCELLED, units=((event.line_no, event.qty_cancelled),)))
 
 
-APPLY: dict[str, Callable[[Any, Views], None]] = {
-    OrderPlaced.event_type: on_order_placed,
-    StockReserved.event_type: on_stock_reserved,
-    StockShort.event_type: on_stock_short,
-    LineRejected.event_type: on_line_rejected,
-    BackorderBooked.event_type: on_backorder_booked,
-    EtaChanged.event_type: on_eta_changed,
-    BackorderAllocated.event_type: on_backorder_allocated,
-    ShipmentRequested.event_type: on_shipment_requested,
-    Shipped.event_type: on_shipped,
-    LineCancelled.event_type: on_line_cancelled,
+APPLY: dict[type[Event], Callable[[Any, Views], None]] = {
+    OrderPlaced: on_order_placed,
+    StockReserved: on_stock_reserved,
+    StockShort: on_stock_short,
+    LineRejected: on_line_rejected,
+    BackorderBooked: on_backorder_booked,
+    EtaChanged: on_eta_changed,
+    BackorderAllocated: on_backorder_allocated,
+    ShipmentRequested: on_shipment_requested,
+    Shipped: on_shipped,
+    LineCancelled: on_line_cancelled,
 }
 
 
-async def apply_batch(events: Sequence[tuple[Envelope, Event]], uow: UnitOfWork) -> None:
+async def apply_batch(events: Batch, uow: UnitOfWork) -> None:
     """Load and lock every order the events are about, apply them in order, save what changed."""
     order_ids = sorted({event.order_id for _, event in events if hasattr(event, "order_id")})
     views = Views(await store.lock_orders(uow.session, order_ids))
     for envelope, event in events:
         views.cause = envelope
-        APPLY[envelope.event_type](event, views)
+        APPLY[type(event)](event, views)
         views.settle(event.order_id)  # type: ignore[attr-defined]
     await store.save_views(uow.session, views.loaded, views.orders, views.emails, views.notices, views.consolations,
                            get_notifier_settings().notify_coalesce_window_s)
 
 
-async def _one(event: Event, uow: UnitOfWork) -> None:
-    """One event alone (the consumer's fallback when a batch failed): a batch of one."""
-    assert uow.cause is not None
-    await apply_batch([(uow.cause, event)], uow)
-
-
-HANDLERS: dict[str, Handler] = dict.fromkeys(APPLY, _one)
+HANDLERS = Handlers.whole_batch(list(APPLY), apply_batch)

@@ -9,9 +9,9 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 
-from services.orders import commands, views
-from services.orders.commands import Conflict, NotFound
+from services.orders import handlers, views
 from services.orders.domain import LineState
+from services.orders.handlers import Conflict, NotFound
 from services.orders.schemas import CancelRequest, OrderCreate, OrderList, OrderRead, ShipmentConfirm, ShipmentList, ShipmentRead
 from shared.service import Context
 
@@ -39,7 +39,7 @@ async def place_order(body: OrderCreate, context: Context, idempotency_key: Idem
     identity with a different body is a 409."""
     try:
         async with context.uow() as uow:
-            placement = await commands.place_order(uow, body, idempotency_key)
+            placement = await handlers.place_order(uow, body, idempotency_key)
     except Conflict as error:
         raise HTTPException(409, str(error)) from error
     if placement.replayed:
@@ -85,7 +85,7 @@ async def cancel_line(
 async def _cancel(context: Context, order_id: UUID, line_no: int | None, body: CancelRequest) -> OrderRead:
     try:
         async with context.uow() as uow:
-            await commands.cancel(uow, order_id, line_no, body.reason)
+            await handlers.cancel(uow, order_id, line_no, body.reason)
     except NotFound as error:
         raise HTTPException(404, str(error)) from error
     except Conflict as error:
@@ -99,7 +99,7 @@ async def confirm_shipment(order_id: UUID, body: ShipmentConfirm, context: Conte
     Confirming it again replays 200 with `Idempotent-Replayed: true`."""
     try:
         async with context.uow() as uow:
-            replayed = await commands.confirm_shipment(uow, order_id, body.shipment_id, datetime.now(UTC), announce=True)
+            replayed = await handlers.confirm_shipment(uow, order_id, body.shipment_id, datetime.now(UTC))
     except NotFound as error:
         raise HTTPException(404, str(error)) from error
     except Conflict as error:

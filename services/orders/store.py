@@ -1,15 +1,17 @@
-"""Loading and saving the order aggregate: one locked read of an order with its lines, one
-statement to write back the lines that changed, and the shipment and allocation rows."""
+"""All of orders' SQL for changes: placing, locking and reading orders with their lines (one order,
+or a consumer batch's in two statements), writing back the lines that changed, and the shipment
+and allocation rows. No emits and no rules here: handlers decide (with domain), this stores."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, fields
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders.domain import Line, Order
@@ -25,6 +27,24 @@ LINE_COLUMNS = ", ".join(f"l.{name}" for name in LINE_FIELDS)
 # then lost).
 LOCK_ORDER = text("SELECT partial_allowed FROM orders WHERE id = :order_id FOR UPDATE")
 READ_LINES = text(f"SELECT {LINE_COLUMNS} FROM order_line l WHERE l.order_id = :order_id ORDER BY l.line_no")
+# A batch's orders, locked in id order (every writer that locks several orders does so in this
+# order, so two never deadlock), then their lines by a second statement, for the reason above.
+LOCK_ORDERS = text("SELECT id, partial_allowed FROM orders WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE")
+READ_LINES_OF = text(
+    f"SELECT l.order_id, {LINE_COLUMNS} FROM order_line l WHERE l.order_id = ANY(CAST(:ids AS uuid[])) "
+    "ORDER BY l.order_id, l.line_no"
+)
+INSERT_ORDER = text(
+    "INSERT INTO orders (id, external_id, channel, idempotency_key, request_hash, customer_id, customer_email, "
+    "customer_locale, customer_tier, partial_allowed, placed_at, response) VALUES (:id, :external_id, :channel, "
+    ":idempotency_key, :request_hash, :customer_id, :customer_email, :customer_locale, :customer_tier, "
+    ":partial_allowed, :placed_at, CAST(:response AS jsonb)) ON CONFLICT DO NOTHING RETURNING id"
+)
+# Both identities of a request: the header key and the platform's own (channel, external_id).
+FIND_PLACED = text(
+    "SELECT request_hash, response FROM orders "
+    "WHERE idempotency_key = :idempotency_key OR (channel = :channel AND external_id = :external_id)"
+)
 INSERT_LINES = text(
     f"INSERT INTO order_line (order_id, {', '.join(LINE_FIELDS)}, state) "
     f"VALUES (:order_id, {', '.join(':' + name for name in LINE_FIELDS)}, :state)"
@@ -42,9 +62,13 @@ LOCK_SHIPMENT = text("SELECT status, lines FROM shipment WHERE id = :id AND orde
 MARK_SHIPPED = text("UPDATE shipment SET status = 'shipped', shipped_at = :shipped_at WHERE id = :id")
 REQUESTED_SHIPMENTS = text("SELECT id, lines FROM shipment WHERE order_id = :order_id AND status = 'requested' FOR UPDATE")
 SET_SHIPMENT_LINES = text("UPDATE shipment SET lines = CAST(:lines AS jsonb), status = :status WHERE id = :id")
-CLAIM_ALLOCATION = text(
+# Every allocation of a batch in one statement; a (line, source) seen before, or twice in the
+# batch, is inserted once and returned once.
+CLAIM_ALLOCATIONS = text(
     "INSERT INTO applied_allocation (order_id, line_no, source_id, qty, cross_dock, applied_at) "
-    "VALUES (:order_id, :line_no, :source_id, :qty, :cross_dock, :applied_at) ON CONFLICT DO NOTHING RETURNING source_id"
+    "SELECT * FROM unnest(CAST(:order_ids AS uuid[]), CAST(:line_nos AS int[]), CAST(:source_ids AS text[]), "
+    "CAST(:qtys AS int[]), CAST(:cross_docks AS boolean[]), CAST(:applied_ats AS timestamptz[])) "
+    "ON CONFLICT DO NOTHING RETURNING order_id, line_no, source_id"
 )
 
 
@@ -54,6 +78,30 @@ def line_params(order_id: UUID, line: Line) -> dict[str, object]:
 
 async def insert_lines(session: AsyncSession, order_id: UUID, lines: Sequence[Line]) -> None:
     await session.execute(INSERT_LINES, [line_params(order_id, line) for line in lines])
+
+
+async def insert_order(session: AsyncSession, params: Mapping[str, object]) -> bool:
+    """False when the request's identity (key, or channel and external id) is taken already."""
+    return (await session.execute(INSERT_ORDER, params)).first() is not None
+
+
+async def find_placed(session: AsyncSession, idempotency_key: str | None, channel: str, external_id: str) -> list[Row[Any]]:
+    """The orders placed under either identity of a request, with their request hash and response."""
+    params = {"idempotency_key": idempotency_key, "channel": channel, "external_id": external_id}
+    return list((await session.execute(FIND_PLACED, params)).all())
+
+
+async def lock_orders(session: AsyncSession, order_ids: Iterable[UUID]) -> dict[UUID, Order]:
+    """Lock these orders (in id order), then read their lines: the orders of a consumer batch in
+    two statements. Orders not placed here are absent."""
+    ids = sorted(set(order_ids))
+    if not ids:
+        return {}
+    partial: dict[UUID, bool] = {row[0]: row[1] for row in await session.execute(LOCK_ORDERS, {"ids": ids})}
+    lines: dict[UUID, list[Line]] = {order_id: [] for order_id in partial}
+    for row in await session.execute(READ_LINES_OF, {"ids": list(partial)}):
+        lines[row[0]].append(Line(*row[1:]))
+    return {order_id: Order(order_id, partial[order_id], tuple(lines[order_id])) for order_id in partial}
 
 
 async def lock_order(session: AsyncSession, order_id: UUID) -> Order | None:
@@ -68,8 +116,15 @@ async def lock_order(session: AsyncSession, order_id: UUID) -> Order | None:
 
 async def save_lines(session: AsyncSession, before: Order, after: Order) -> None:
     """Write back only the lines whose values changed, in one executemany."""
-    old = {line.line_no: line for line in before.lines}
-    changed = [line_params(after.id, line) for line in after.lines if old.get(line.line_no) != line]
+    await save_orders(session, [(before, after)])
+
+
+async def save_orders(session: AsyncSession, changes: Iterable[tuple[Order, Order]]) -> None:
+    """Write back the lines that changed in any of these orders, in one executemany."""
+    changed = []
+    for before, after in changes:
+        old = {line.line_no: line for line in before.lines}
+        changed += [line_params(after.id, line) for line in after.lines if old.get(line.line_no) != line]
     if changed:
         await session.execute(UPDATE_LINE, changed)
 
@@ -78,11 +133,16 @@ def shipment_json(lines: Sequence[ShipmentLine]) -> str:
     return json.dumps([line.model_dump(mode="json") for line in lines])
 
 
-async def insert_shipment(
-    session: AsyncSession, order_id: UUID, shipment_id: UUID, lines: Sequence[ShipmentLine], requested_at: datetime
+async def insert_shipments(
+    session: AsyncSession, shipments: Sequence[tuple[UUID, UUID, Sequence[ShipmentLine]]], requested_at: datetime
 ) -> None:
-    params = {"id": shipment_id, "order_id": order_id, "lines": shipment_json(lines), "requested_at": requested_at}
-    await session.execute(INSERT_SHIPMENT, params)
+    """New requested shipments, (order id, shipment id, lines) each, in one executemany."""
+    if shipments:
+        params = [
+            {"id": shipment_id, "order_id": order_id, "lines": shipment_json(lines), "requested_at": requested_at}
+            for order_id, shipment_id, lines in shipments
+        ]
+        await session.execute(INSERT_SHIPMENT, params)
 
 
 async def lock_shipment(session: AsyncSession, order_id: UUID, shipment_id: UUID) -> tuple[str, tuple[ShipmentLine, ...]] | None:
@@ -107,12 +167,16 @@ async def set_shipment_lines(session: AsyncSession, shipment_id: UUID, lines: Se
     await session.execute(SET_SHIPMENT_LINES, params)
 
 
-async def claim_allocation(
-    session: AsyncSession, order_id: UUID, line_no: int, source_id: str, qty: int, cross_dock: bool, applied_at: datetime
-) -> bool:
-    """True the first time this (line, source) allocation is seen."""
+async def claim_allocations(
+    session: AsyncSession, allocations: Sequence[tuple[UUID, int, str, int, bool]], applied_at: datetime
+) -> set[tuple[UUID, int, str]]:
+    """Record (order, line, source, qty, cross_dock) allocations; returns the (order, line, source)
+    keys seen for the first time."""
+    if not allocations:
+        return set()
+    order_ids, line_nos, source_ids, qtys, cross_docks = (list(column) for column in zip(*allocations, strict=True))
     params = {
-        "order_id": order_id, "line_no": line_no, "source_id": source_id,
-        "qty": qty, "cross_dock": cross_dock, "applied_at": applied_at,
+        "order_ids": order_ids, "line_nos": line_nos, "source_ids": source_ids, "qtys": qtys,
+        "cross_docks": cross_docks, "applied_ats": [applied_at] * len(allocations),
     }
-    return (await session.execute(CLAIM_ALLOCATION, params)).first() is not None
+    return {(row[0], row[1], row[2]) for row in await session.execute(CLAIM_ALLOCATIONS, params)}

@@ -1,6 +1,7 @@
-"""The event consumer: batches from Kafka, effects and inbox rows in one transaction, offsets
-committed only after the database commit, bounded retries, and a dead-letter topic for events
-that cannot be parsed or keep failing. `supervise()` restarts the consumer after a crash."""
+"""The event consumer: batches from Kafka, applied set-based by the service's handlers together
+with their inbox rows in one transaction, offsets committed only after the database commit,
+bounded retries one event at a time when a batch fails, and a dead-letter topic for events that
+cannot be parsed or keep failing. `supervise()` restarts the consumer after a crash."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError, MessageSizeTooLargeError
@@ -23,25 +23,16 @@ from shared.settings import Settings
 
 from .crashpoints import CONSUMER_AFTER_DB_COMMIT, crash_point
 from .failures import is_transient, is_unreachable
-from .outbox import UnitOfWork, unit_of_work
+from .handlers import DeadLetter, Handlers
+from .outbox import unit_of_work
 
 log = logging.getLogger("bus.consumer")
 
-Handler = Callable[[Any, UnitOfWork], Awaitable[None]]
-# A service whose handlers work set-based takes a batch's new events in one call, in their order.
-BatchHandler = Callable[[Sequence[tuple[Envelope, Event]], UnitOfWork], Awaitable[None]]
-CLAIM_INBOX = text(
-    "INSERT INTO inbox (consumer, event_id) VALUES (:consumer, :event_id) ON CONFLICT DO NOTHING RETURNING event_id"
-)
 CLAIM_INBOX_MANY = text(
     "INSERT INTO inbox (consumer, event_id) SELECT :consumer, unnest(CAST(:event_ids AS uuid[]))"
     " ON CONFLICT DO NOTHING RETURNING event_id"
 )
 DEAD_LETTER_TIMEOUT_S = 15.0  # a send the broker never acknowledges must not hold the loop forever
-
-
-class DeadLetter(Exception):
-    """Raised by a handler for an event that can never succeed (e.g. refers to nothing we know)."""
 
 
 class DeadLetterFailed(Exception):
@@ -60,20 +51,18 @@ class Received:
 class EventConsumer:
     name: str
     topics: Sequence[str]
-    handlers: Mapping[str, Handler]
+    handlers: Handlers
     sessions: async_sessionmaker[AsyncSession]
     producer: AIOKafkaProducer
     settings: Settings
     # The Kafka consumer group; `name` stays the inbox's consumer, so a fresh group (a replay from
     # offset zero) still finds every event it already applied.
     group_id: str | None = None
-    # Set: a batch's new events go to it in one call (one inbox statement, one transaction); the
-    # handlers still say which types are handled, and take the events one by one when a batch fails.
-    batch_handler: BatchHandler | None = None
     processed: int = 0
     dead_lettered: int = 0
     # Messages of an event type this build does not know (a newer producer's): passed over and
-    # committed, not dead-lettered. Known types without a handler here are passed over uncounted.
+    # committed, not dead-lettered. Known types without a handler here, and the service's own
+    # events, are passed over uncounted.
     skipped: int = 0
     last_poll_at: float = field(default_factory=time.monotonic)
     restarts: int = 0
@@ -92,9 +81,11 @@ class EventConsumer:
     _delivered_at: dict[TopicPartition, float] = field(default_factory=dict)
     _unknown_types: set[str] = field(default_factory=set)
     _db_outage: OutageTracker = field(init=False)
+    _own_name: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         self._db_outage = OutageTracker(f"{self.name}: database", log)
+        self._own_name = self.name.encode()
 
     def stop(self) -> None:
         self._stopping = True
@@ -234,21 +225,27 @@ class EventConsumer:
 
     async def _handle_records(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         usable: list[Received] = []
+        handled = self.handlers.event_types
         for record in records:
-            # The relay's event_type header lets a reader pass over what it does not handle without
-            # parsing it; a message without the header (another producer) is judged by its envelope.
-            header = next((v for k, v in record.headers or () if k == "event_type"), None)
-            if header is not None and header.decode(errors="replace") not in self.handlers:
-                self._pass_over(header.decode(errors="replace"))
+            # The relay's headers let a reader pass over what it does not handle, and its own events,
+            # without parsing them; a message without them (another producer) is judged by its envelope.
+            headers = dict(record.headers or ())
+            event_type = headers.get("event_type")
+            if event_type is not None and event_type.decode(errors="replace") not in handled:
+                self._pass_over(event_type.decode(errors="replace"))
+                continue
+            if headers.get("producer") == self._own_name:
                 continue
             try:
-                envelope, event = parse_envelope(record.value or b"", self.handlers)
+                envelope, event = parse_envelope(record.value or b"", handled)
             except UnknownEventType as unhandled:
                 self._pass_over(str(unhandled))
                 continue
             except ValueError as error:
                 await self._dead_letter(record, f"unparseable: {error}".replace("\n", " ")[:2000])
                 continue
+            if envelope.producer == self.name:
+                continue  # ours, from a producer that set no header: what we did, not news to us
             usable.append(Received(record, envelope, event))
         try:
             await self._apply(usable)
@@ -275,36 +272,17 @@ class EventConsumer:
 
     async def _apply(self, batch: list[Received]) -> None:
         """The batch's events in as few transactions as possible: one commit instead of one per
-        event, but a transaction ends once it has emitted `consumer_max_events_per_transaction`
-        events, so a burst does not hold one long transaction (it would keep the relay walking
-        rows it already sent, and delay every event of the burst until the end)."""
-        remaining = batch
-        while remaining:
-            remaining = await self._apply_some(remaining)
+        event, but at most `consumer_max_events_per_transaction` events per transaction, so a
+        burst does not hold one long transaction (it would keep the relay walking rows it already
+        sent, and delay every event of the burst until the end)."""
+        size = max(self.settings.consumer_max_events_per_transaction, 1)
+        for start in range(0, len(batch), size):
+            await self._apply_together(batch[start : start + size])
         self.processed += len(batch)
 
-    async def _apply_some(self, batch: list[Received]) -> list[Received]:
-        """Apply events until the emission budget is spent; returns those not applied yet."""
-        if self.batch_handler is not None and len(batch) > 1:
-            await self._apply_together(batch, self.batch_handler)
-            return []
-        emitted = 0
-        async with unit_of_work(self.sessions, self.name, self.settings) as uow:
-            for index, received in enumerate(batch):
-                fresh = await uow.session.execute(CLAIM_INBOX, {"consumer": self.name, "event_id": received.envelope.event_id})
-                if fresh.first() is None:
-                    continue  # redelivered: its effects are already committed
-                uow.cause = received.envelope
-                await self.handlers[received.envelope.event_type](received.event, uow)
-                emitted += len(uow.pending)
-                await uow.flush_events()
-                if emitted >= self.settings.consumer_max_events_per_transaction:
-                    return batch[index + 1 :]
-        return []
-
-    async def _apply_together(self, batch: list[Received], handler: BatchHandler) -> None:
-        """The whole batch in one transaction: one inbox statement, one call of the set-based handler
-        with the events not applied before (each once, in their order)."""
+    async def _apply_together(self, batch: list[Received]) -> None:
+        """One transaction: one inbox statement, one call of the service's handlers with the events
+        not applied before (each once, in their order)."""
         async with unit_of_work(self.sessions, self.name, self.settings) as uow:
             ids = [received.envelope.event_id for received in batch]
             fresh = set((await uow.session.execute(CLAIM_INBOX_MANY, {"consumer": self.name, "event_ids": ids})).scalars())
@@ -314,7 +292,8 @@ class EventConsumer:
                     fresh.discard(received.envelope.event_id)  # the same id twice in one batch: once
                     new.append((received.envelope, received.event))
             if new:
-                await handler(new, uow)
+                uow.cause = new[0][0] if len(new) == 1 else None
+                await self.handlers.apply(new, uow)
 
     async def _apply_with_retries(self, received: Received) -> None:
         attempt = 0

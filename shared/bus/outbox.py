@@ -51,11 +51,12 @@ class UnitOfWork:
     cause: Envelope | None = None
     pending: list[PendingEvent] = field(default_factory=list)
 
-    def emit(self, event: Event, correlation_id: str | None = None) -> UUID:
+    def emit(self, event: Event, correlation_id: str | None = None, cause: Envelope | None = None) -> UUID:
         """Queue an event for the outbox (it is written in this transaction, published after it)
-        and return its event id."""
+        and return its event id. `cause`: the event it answers, when a set-based handler applies
+        many at once (default: `self.cause`, the one being handled)."""
         key = event.key
-        cause = self.cause
+        cause = cause or self.cause
         pending = PendingEvent(
             event=event,
             event_id=new_event_id(),

@@ -193,6 +193,7 @@ class OutboxRelay:
         open_batches: dict[TopicPartition, _RecordBatch] = {}
         partition_of: dict[tuple[str, bytes], int] = {}
         trace_ids: dict[str, str] = {}
+        producer = self.service.encode()  # lets a consumer skip its own service's events unread
         for row in rows:
             topic, key = row["topic"], row["key"].encode()
             partition = partition_of.get((topic, key))
@@ -205,6 +206,7 @@ class OutboxRelay:
             headers = [
                 ("event_type", row["event_type"].encode()),
                 ("event_id", str(event_id).encode()),
+                ("producer", producer),
                 ("traceparent", f"00-{trace_id}-{event_id.hex[:16]}-01".encode()),
             ]
             value = row["envelope"].encode()

@@ -14,7 +14,7 @@ from faults.scenario import report, run_scenario
 from sqlalchemy import text
 from support import eventually
 
-from services.orders.commands import place_order
+from services.orders.handlers import place_order
 from services.orders.schemas import OrderCreate
 from shared.bus.outbox import unit_of_work
 from shared.db import create_engine, session_factory

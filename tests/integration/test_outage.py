@@ -27,6 +27,7 @@ from support import bus_database, eventually, publish
 from services.notifier.app import SPEC as NOTIFIER_SPEC
 from services.orders.app import SPEC
 from shared.bus.consumer import EventConsumer
+from shared.bus.handlers import Handlers, each
 from shared.bus.outbox import UnitOfWork
 from shared.db import create_engine, session_factory
 from shared.devstack.embedded import ensure_topics
@@ -82,7 +83,7 @@ async def test_an_unreachable_database_gets_503_and_one_log_line_per_outage(stac
         update={"database_url": f"postgresql://postgres@127.0.0.1:{dead_port}/postgres", "database_retry_after_s": 3}
     )
     # No consumer: it would join the real orders service's group. The relay stays, failing to connect.
-    app = create_app(dataclasses.replace(SPEC, handlers={}, consumes=()), settings)
+    app = create_app(dataclasses.replace(SPEC, handlers=None), settings)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://orders", timeout=30
     ) as client:
@@ -117,7 +118,7 @@ async def test_the_notifier_answers_503_and_its_scheduler_and_courier_ride_out_a
     dead_port = free_port()
     settings = stack.settings.model_copy(update={"database_url": f"postgresql://postgres@127.0.0.1:{dead_port}/postgres"})
     # No consumer (it would join the real notifier's group); the scheduler and the courier run.
-    app = create_app(dataclasses.replace(NOTIFIER_SPEC, handlers={}, batch_handler=None, consumes=()), settings)
+    app = create_app(dataclasses.replace(NOTIFIER_SPEC, handlers=None), settings)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://notifier", timeout=30
     ) as client:
@@ -180,7 +181,8 @@ async def test_the_consumer_logs_an_outage_once_and_applies_the_event_after_it(
     real_port = int(urlsplit(real_url).port or 5432)
     engine = create_engine(real_url.replace(f":{real_port}/", f":{dead_port}/"), 2)
     name = f"outage-{uuid4().hex[:6]}"
-    consumer = EventConsumer(name, [topic], {"OrderPlaced": record_effect}, session_factory(engine), producer, settings)
+    handlers = Handlers.by_class({OrderPlaced: each(record_effect)})
+    consumer = EventConsumer(name, [topic], handlers, session_factory(engine), producer, settings)
     task = asyncio.create_task(consumer.supervise())
     try:
         assert await eventually(lambda: _logged(caplog, f"{name}: database unreachable"), timeout=30)

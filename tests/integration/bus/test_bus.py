@@ -18,7 +18,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from support import bus_database, envelope_for, eventually, publish, read_topic
 
-from shared.bus.consumer import DeadLetter, EventConsumer, Handler
+from shared.bus.consumer import EventConsumer
+from shared.bus.handlers import DeadLetter, Handlers, each
 from shared.bus.outbox import UnitOfWork, unit_of_work
 from shared.bus.relay import OutboxRelay
 from shared.db import create_engine, session_factory
@@ -79,7 +80,7 @@ async def running_relay(settings: Settings, database_url: str, service: str = "b
 
 @asynccontextmanager
 async def running_consumer(
-    bus: BusFixture, settings: Settings, handlers: dict[str, Handler], dlq_producer: AIOKafkaProducer,
+    bus: BusFixture, settings: Settings, handlers: Handlers, dlq_producer: AIOKafkaProducer,
     group: str | None = None, supervised: bool = True,
 ) -> AsyncIterator[tuple[EventConsumer, asyncio.Task[None]]]:
     """A consumer of the settings' orders topic on the bus database, running in a task (under its
@@ -231,7 +232,7 @@ class Effects:
 async def test_consumer_inbox_dead_letters_and_flow(bus: BusFixture, producer: AIOKafkaProducer) -> None:
     effects = Effects()
     settings = bus.settings.model_copy(update={"handler_retries": 2, "handler_retry_backoff_s": 0.05})
-    handlers: dict[str, Handler] = {"OrderPlaced": effects.record}
+    handlers = Handlers.by_class({OrderPlaced: each(effects.record)})
     async with running_consumer(bus, settings, handlers, await started_producer(settings), supervised=False) as (consumer, _):
         duplicate = order_placed()
         first = await publish(producer, settings, duplicate)
@@ -315,7 +316,7 @@ async def test_a_crashed_consumer_is_restarted_and_consumes_again(
     # The crashed member never leaves (the broker numbers a group's first generation 0, and
     # aiokafka sends LeaveGroup only for later ones): a short session evicts it sooner.
     settings = await private_topic(bus, "crash", kafka_session_timeout_ms=3000, kafka_heartbeat_interval_ms=500)
-    handlers: dict[str, Handler] = {"OrderPlaced": Effects().record}
+    handlers = Handlers.by_class({OrderPlaced: each(Effects().record)})
     async with running_consumer(bus, settings, handlers, await started_producer(settings)) as (consumer, task):
         assert await eventually(lambda: _consuming(consumer)), "the consumer never joined its group"
         kafka = consumer._consumer
@@ -359,7 +360,7 @@ async def test_a_failed_dead_letter_send_commits_nothing_past_the_message(
     await publish(producer, settings, raw=b"{not json", topic=settings.topic_orders)
     after = order_placed()
     await publish(producer, settings, after)
-    handlers: dict[str, Handler] = {"OrderPlaced": Effects().record}
+    handlers = Handlers.by_class({OrderPlaced: each(Effects().record)})
     async with running_consumer(bus, settings, handlers, closed, group=group) as (consumer, _):
         failures = await eventually(
             lambda: _logged_async(caplog, logging.ERROR, "dead-letter send failed", at_least=3), timeout=30

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from support import bus_database, envelope_for, eventually, read_topic
 
 from shared.bus.consumer import EventConsumer
+from shared.bus.handlers import Handlers, each
 from shared.bus.outbox import UnitOfWork
 from shared.db import create_engine, session_factory
 from shared.devstack.embedded import ensure_topics
@@ -145,7 +146,7 @@ async def test_a_poison_message_does_not_block_its_partition(
     dlq_producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")  # as a service's
     await dlq_producer.start()
     engine = create_engine(poison_bus.database_url, 2)
-    consumer = EventConsumer(f"poison-{uuid4().hex[:6]}", [topic], {"OrderPlaced": record_effect},
+    consumer = EventConsumer(f"poison-{uuid4().hex[:6]}", [topic], Handlers.by_class({OrderPlaced: each(record_effect)}),
                              session_factory(engine), dlq_producer, settings)
     task = asyncio.create_task(consumer.supervise())
     try:
@@ -195,8 +196,8 @@ async def test_a_fresh_group_replays_the_topic_and_the_inbox_absorbs_it(
     engine = create_engine(poison_bus.database_url, 2)
     try:
         for group in (None, f"{name}-fresh"):
-            consumer = EventConsumer(name, [topic], {"OrderPlaced": record_effect}, session_factory(engine), producer,
-                                     settings, group_id=group)
+            handlers = Handlers.by_class({OrderPlaced: each(record_effect)})
+            consumer = EventConsumer(name, [topic], handlers, session_factory(engine), producer, settings, group_id=group)
             task = asyncio.create_task(consumer.run())
             kafka_group = group or name
             try:

@@ -15,7 +15,7 @@ from support import eventually, read_topic
 from services.inventory import movements
 from shared.bus.outbox import unit_of_work
 from shared.db import create_engine, session_factory
-from shared.events import GoodsPutAway, GoodsReceived, LineCancelled, ReceivedLine, ShipmentLine, Shipped
+from shared.events import GoodsPutAway, GoodsReceived, LineCancelled, ReceivedLine, ShipmentLine, ShipmentReported, Shipped
 
 
 async def line_stock(db: Any, order_id: object) -> dict[int, dict[str, Any]]:
@@ -274,13 +274,14 @@ async def test_a_shipment_of_units_the_line_will_never_hold_is_dead_lettered(inv
     assert await eventually(dead_lettered)
 
 
-async def test_a_shipped_event_from_the_warehouse_moves_stock_only_once_orders_confirms_it(inv: InventoryKit) -> None:
-    """Orders owns shipments: inventory moves stock by orders' own Shipped, never the warehouse's."""
+async def test_a_shipment_report_from_the_warehouse_moves_stock_only_once_orders_confirms_it(inv: InventoryKit) -> None:
+    """Orders owns shipments: inventory moves stock by orders' Shipped, never by the warehouse's report."""
     sku = await inv.sku(stock=2)
     order = inv.order((sku, 2), partial=True)
     await inv.publish(order)
     await inv.settle()
-    await inv.publish(shipped(order.order_id, (1, sku, 2, "pick")))  # not from orders, which never saw the order
+    report = shipped(order.order_id, (1, sku, 2, "pick"))
+    await inv.publish(ShipmentReported(**report.model_dump()))  # orders never saw the order: nothing confirms it
     await inv.settle()
     assert (await inv.stock(sku))["reserved"] == 2
 

@@ -11,8 +11,9 @@ from uuid import UUID, uuid4
 import pytest
 from integration.lock_race import race
 from integration.orders.orders_kit import OrdersKit, kit_fixture  # noqa: F401 (the kit fixture)
+from support import envelope_for
 
-from services.orders import commands, handlers
+from services.orders import handlers
 from shared.bus.outbox import UnitOfWork
 from shared.events import BackorderAllocated, EtaChanged
 
@@ -25,13 +26,13 @@ async def test_an_event_applied_after_waiting_for_a_cancel_keeps_the_cancel(kit:
     sku = order["lines"][0]["sku"]
 
     async def cancel(uow: UnitOfWork) -> None:
-        await commands.cancel(uow, order_id, 1, "customer_request")
+        await handlers.cancel(uow, order_id, 1, "customer_request")
 
     async def eta_moves(uow: UnitOfWork) -> None:
         event = EtaChanged(
             order_id=order_id, line_no=1, sku=sku, previous_date=None, new_date=date(2031, 5, 1), reason="booked"
         )
-        await handlers.on_eta_changed(event, uow)
+        await handlers.apply_batch([(envelope_for(event), event)], uow)
 
     await race(stack, "orders", cancel, eta_moves)
     line = await kit.line(order_id, 1)
@@ -48,10 +49,10 @@ async def test_a_cancel_that_waited_for_an_allocation_sees_it(kit: OrdersKit, st
     )
 
     async def allocate(uow: UnitOfWork) -> None:
-        await handlers.on_backorder_allocated(allocation, uow)
+        await handlers.apply_batch([(envelope_for(allocation), allocation)], uow)
 
     async def cancel(uow: UnitOfWork) -> None:
-        await commands.cancel(uow, order_id, 1, "customer_request")
+        await handlers.cancel(uow, order_id, 1, "customer_request")
 
     await race(stack, "orders", allocate, cancel)
     line = await kit.line(order_id, 1)

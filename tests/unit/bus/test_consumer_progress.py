@@ -10,6 +10,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from shared.bus.consumer import EventConsumer
+from shared.bus.handlers import Handlers
 from shared.settings import Settings
 
 P0, P1 = TopicPartition("orders", 0), TopicPartition("orders", 1)
@@ -31,7 +32,7 @@ class FetchStamps:
 
 def consumer_with(stamps: dict[TopicPartition, float | None]) -> EventConsumer:
     none: Any = None
-    consumer = EventConsumer("orders", ["orders"], {}, none, none, Settings(consumer_stall_after_s=10))
+    consumer = EventConsumer("orders", ["orders"], Handlers.by_class({}), none, none, Settings(consumer_stall_after_s=10))
     consumer._consumer = FetchStamps(stamps)  # type: ignore[assignment]
     return consumer
 

@@ -33,7 +33,7 @@ def placed(order_id: UUID) -> OrderPlaced:
 def apply(events: list[Event], order_id: UUID) -> Views:
     views = Views({order_id: OrderFacts(order_id, "", "", "en", "", False, False, ())})
     for event in events:
-        APPLY[event.event_type](event, views)
+        APPLY[type(event)](event, views)
         views.settle(order_id)
     return views
 
