@@ -58,3 +58,28 @@ async def test_the_suite_runs_on_the_servers_make_run_would_start(stack, db) -> 
         assert stack.broker is not None and stack.broker.alive()
     else:
         assert os.environ["DATABASE_URL"] and os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+async def test_lines_reserved_together_ship_together_one_capture_per_order(stack, orders_api, inventory_api, db) -> None:
+    """Five lines of five SKUs, all on the shelf, partial shipment allowed: inventory reserves
+    them in one go and orders asks the warehouse once (one ShipmentRequested, one payment capture),
+    not once per line."""
+    skus = [new_sku(f"S{n}") for n in range(5)]
+    for sku in skus:
+        await set_policy(inventory_api, sku)
+        await count_stock(inventory_api, sku, 3)
+    await stack.wait_quiescent()
+
+    placed = await orders_api.post("/v1/orders", json=order_body([(sku, 2) for sku in skus], partial_allowed=True))
+    assert placed.status_code == 201, placed.text
+    await stack.wait_quiescent()
+
+    order_id = placed.json()["id"]
+    order = (await orders_api.get(f"/v1/orders/{order_id}")).json()
+    assert [line["state"] for line in order["lines"]] == ["reserved"] * 5
+    [shipment] = (await orders_api.get(f"/v1/orders/{order_id}/shipments")).json()["shipments"]
+    assert sorted((line["line_no"], line["qty"]) for line in shipment["lines"]) == [(n, 2) for n in range(1, 6)]
+    async with db("orders") as conn:
+        requested = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE event_type = 'ShipmentRequested' AND key = $1", order_id)
+    assert requested == 1

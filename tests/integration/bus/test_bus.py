@@ -338,7 +338,7 @@ async def test_a_consumer_that_cannot_start_retries_and_stops_promptly(bus: BusF
     down, and stop() ends the supervisor during its backoff instead of after it."""
     settings = bus.settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
     dlq_producer = await started_producer(bus.settings)  # the dead-letter topic's broker is up
-    async with running_consumer(bus, settings, {}, dlq_producer, group="bustest-nobroker") as (consumer, task):
+    async with running_consumer(bus, settings, Handlers.by_class({}), dlq_producer, group="bustest-nobroker") as (consumer, task):
         consumer.restart_backoff_s = 60.0  # set before the task first runs; only stop() can end the backoff in time
         assert await eventually(lambda: _restarted(consumer))
         assert consumer.down and not consumer.healthy
@@ -441,3 +441,29 @@ async def _logged_async(
 
 async def _committed(settings: Settings, group: str, topic: str, offset: int) -> bool:
     return await committed_offset(settings, group, topic) == offset
+
+
+async def test_a_consumer_passes_over_its_own_services_events(bus: BusFixture, producer: AIOKafkaProducer) -> None:
+    """What a service emitted is what it did, not news to it: passed over unread when the relay's
+    producer header names it, and after parsing when only the envelope does (another producer)."""
+    effects = Effects()
+    name = f"bustest-own-{uuid4().hex[:6]}"
+    handlers = Handlers.by_class({OrderPlaced: each(effects.record)})
+    headed, plain, other = order_placed(), order_placed(), order_placed()
+    headed_envelope = envelope_for(headed, producer=name)
+    await producer.send_and_wait(
+        bus.topic, value=headed_envelope.model_dump_json().encode(), key=headed.key.encode(),
+        headers=[("event_type", b"OrderPlaced"), ("producer", name.encode())],
+    )
+    await publish(producer, bus.settings, plain, producer_name=name)
+    await publish(producer, bus.settings, other)
+    async with running_consumer(bus, bus.settings, handlers, await started_producer(bus.settings), group=name) as _:
+        conn = await asyncpg.connect(asyncpg_dsn(bus.database_url))
+        try:
+            async def applied(order_id: UUID) -> int:
+                return int(await conn.fetchval("SELECT count(*) FROM effects WHERE order_id = $1", order_id))
+
+            assert await eventually(lambda: applied(other.order_id), timeout=30), "the other producer's event was not applied"
+            assert (await applied(headed.order_id), await applied(plain.order_id)) == (0, 0)
+        finally:
+            await conn.close()
