@@ -179,29 +179,29 @@ class ShipmentRequested(Event):
     lines: tuple[ShipmentLine, ...]
 
 
-class ShipmentReported(Event):
+class ShipmentLeft(Event):
+    """What left the building on one requested shipment: a warehouse's report and orders'
+    confirmation carry the same facts, as two event types (a reader handles one or the other)."""
+
+    stream: ClassVar[Stream] = Stream.ORDERS
+    key_field: ClassVar[str] = "order_id"
+    order_id: UUID
+    shipment_id: UUID
+    lines: tuple[ShipmentLine, ...]
+    shipped_at: datetime
+
+
+class ShipmentReported(ShipmentLeft):
     """A warehouse's report that a requested shipment left (what `POST .../shipments` does over
     HTTP). Orders checks it against the request and announces Shipped, the one fact the others use."""
 
     event_type: ClassVar[str] = "ShipmentReported"
-    stream: ClassVar[Stream] = Stream.ORDERS
-    key_field: ClassVar[str] = "order_id"
-    order_id: UUID
-    shipment_id: UUID
-    lines: tuple[ShipmentLine, ...]
-    shipped_at: datetime
 
 
-class Shipped(Event):
+class Shipped(ShipmentLeft):
     """Orders' confirmation that a shipment left as requested: inventory moves stock by it."""
 
     event_type: ClassVar[str] = "Shipped"
-    stream: ClassVar[Stream] = Stream.ORDERS
-    key_field: ClassVar[str] = "order_id"
-    order_id: UUID
-    shipment_id: UUID
-    lines: tuple[ShipmentLine, ...]
-    shipped_at: datetime
 
 
 # --- stock stream (key: SKU; order id for StockReserved, purchase order id for purchase orders) ---
