@@ -1,13 +1,16 @@
 """Inventory HTTP API for ops and product pages: SKU policy, stock, counts, availability, what to buy."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response
-from sqlalchemy import text
 
-from services.inventory import domain, movements, views
-from services.inventory.movements import UnknownSku
+from services.inventory import handlers, views
+from services.inventory.domain.stock import SkuPolicy
+from services.inventory.domain.supply import availability, purchase_suggestions
+from services.inventory.handlers import Conflict, Invalid, NotFound
 from services.inventory.schemas import (
     AdjustmentCreate,
     AvailabilityRead,
@@ -22,24 +25,25 @@ router = APIRouter(prefix="/v1", tags=["stock"])
 
 SkuPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
 
-UPSERT_POLICY = text(
-    "INSERT INTO sku_policy (sku, backorderable, discontinued, max_backorder_qty, supplier, safety_stock, case_pack, "
-    "min_order_qty) "
-    "VALUES (:sku, :backorderable, :discontinued, :max_backorder_qty, :supplier, :safety_stock, :case_pack, :min_order_qty) "
-    "ON CONFLICT (sku) DO UPDATE SET backorderable = EXCLUDED.backorderable, discontinued = EXCLUDED.discontinued, "
-    "max_backorder_qty = EXCLUDED.max_backorder_qty, supplier = EXCLUDED.supplier, safety_stock = EXCLUDED.safety_stock, "
-    "case_pack = EXCLUDED.case_pack, min_order_qty = EXCLUDED.min_order_qty, updated_at = now() "
-    "RETURNING (xmax = 0) AS created"
-)
-CREATE_STOCK = text("INSERT INTO stock (sku) VALUES (:sku) ON CONFLICT (sku) DO NOTHING")
+
+@contextmanager
+def answered_as_http() -> Iterator[None]:
+    """What a handler refuses, as problem details: 422 naming the field, 404, 409."""
+    try:
+        yield
+    except Invalid as error:
+        raise invalid(error.field, str(error)) from error
+    except NotFound as error:
+        raise HTTPException(404, str(error)) from error
+    except Conflict as error:
+        raise HTTPException(409, str(error)) from error
 
 
 @router.put("/skus/{sku}", status_code=200, responses={201: {"model": SkuPolicyRead, "description": "SKU created"}})
 async def put_sku_policy(sku: SkuPath, body: SkuPolicyWrite, response: Response, context: Context) -> SkuPolicyRead:
     """Create or update a SKU's policy; a new SKU starts with an empty stock row."""
     async with context.uow() as uow:
-        created = (await uow.session.execute(UPSERT_POLICY, {"sku": sku, **body.model_dump()})).scalar_one()
-        await uow.session.execute(CREATE_STOCK, {"sku": sku})
+        created = await handlers.put_sku_policy(uow, SkuPolicy(sku, **body.model_dump()))
     response.status_code = 201 if created else 200
     return SkuPolicyRead(sku=sku, **body.model_dump())
 
@@ -67,13 +71,9 @@ async def get_stock(sku: SkuPath, context: Context) -> StockRead:
 async def adjust_stock(body: AdjustmentCreate, context: Context) -> StockRead:
     """A count: found units (+) serve the backorder book first, through the allocator; missing
     units (-) leave the available stock (409 when fewer are available)."""
-    try:
+    with answered_as_http():
         async with context.uow() as uow:
-            stock = await movements.adjust_count(uow, body.sku, body.delta, body.reason)
-    except UnknownSku as error:
-        raise invalid("sku", str(error)) from error
-    except domain.NotEnoughStock as error:
-        raise HTTPException(409, str(error)) from error
+            stock = await handlers.adjust_count(uow, body.sku, body.delta, body.reason)
     return StockRead(sku=body.sku, **asdict(stock))
 
 
@@ -87,7 +87,7 @@ async def get_availability(sku: SkuPath, context: Context) -> AvailabilityRead:
         if policy is None or stock is None:
             raise HTTPException(404, f"unknown sku {sku}")
         inbound = await views.inbound_supply(session, sku)
-    answer = domain.availability(policy, stock.available, stock.backordered, inbound)
+    answer = availability(policy, stock.available, stock.backordered, inbound)
     return AvailabilityRead(sku=sku, status=answer.status.value, available=answer.available, expected_at=answer.expected_at)
 
 
@@ -97,4 +97,4 @@ async def get_purchase_suggestions(context: Context) -> list[PurchaseSuggestionR
     purchase order per supplier, rounded to case packs and minimum order quantities."""
     async with context.sessions() as session:
         positions = await views.supply_positions(session)
-    return [PurchaseSuggestionRead.model_validate(asdict(order)) for order in domain.purchase_suggestions(positions)]
+    return [PurchaseSuggestionRead.model_validate(asdict(order)) for order in purchase_suggestions(positions)]

@@ -32,7 +32,7 @@ class SkuPolicyRow(SQLModel, table=True):
 
 class StockRow(SQLModel, table=True):
     """One row per SKU. Every bucket is CHECKed >= 0: the last line of defence against selling a
-    unit twice (see ledger.lock_stock for the first)."""
+    unit twice (see store.lock_stock for the first)."""
 
     __tablename__ = "stock"
     __table_args__ = tuple(

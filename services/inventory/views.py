@@ -3,7 +3,9 @@
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.inventory.domain import BUCKETS, InboundSupply, SkuPolicy, SupplyPosition
+from services.inventory import store
+from services.inventory.domain.stock import BUCKETS, SkuPolicy
+from services.inventory.domain.supply import InboundSupply, PurchaseOrder, SupplyPosition
 from services.inventory.schemas import StockRead
 
 POLICY_COLUMNS = (
@@ -22,6 +24,12 @@ async def policy(session: AsyncSession, sku: str) -> SkuPolicy | None:
     return SkuPolicy(**row._mapping) if row else None
 
 
+async def purchase_order(session: AsyncSession, po_id: str) -> PurchaseOrder | None:
+    """As the write model stores it (one loader for both, so a read never disagrees with a change)."""
+    stored = await store.load_purchase_order(session, po_id)
+    return stored[0] if stored else None
+
+
 async def inbound_supply(session: AsyncSession, sku: str) -> list[InboundSupply]:
     """Open purchase-order quantities of one SKU."""
     rows = await session.execute(
@@ -37,7 +45,7 @@ async def inbound_supply(session: AsyncSession, sku: str) -> list[InboundSupply]
 
 async def supply_positions(session: AsyncSession) -> list[SupplyPosition]:
     """SKUs that can be bought and may need buying. The WHERE clause only narrows the scan (it is
-    looser than the rule in domain.suggested_qty, which decides)."""
+    looser than the rule in domain.supply.suggested_qty, which decides)."""
     rows = await session.execute(
         text(
             f"SELECT {POLICY_COLUMNS}, s.available, s.backordered, COALESCE(o.on_order, 0) AS on_order "

@@ -12,7 +12,7 @@ from uuid import uuid4
 from integration.inventory.inventory_kit import InventoryKit, inv_fixture  # noqa: F401 (the inv fixture)
 from support import eventually, read_topic
 
-from services.inventory import movements
+from services.inventory import handlers
 from shared.bus.outbox import unit_of_work
 from shared.db import create_engine, session_factory
 from shared.events import GoodsPutAway, GoodsReceived, LineCancelled, ReceivedLine, ShipmentLine, ShipmentReported, Shipped
@@ -319,10 +319,10 @@ async def test_units_put_away_while_a_shortfall_was_on_its_way_serve_that_line_f
         for qty in (3, 4):
             receipt_id = inv.new_id("R")
             async with unit_of_work(sessions, "tests", inv.stack.settings) as uow:
-                await movements.receive_goods(uow, receipt(receipt_id, (sku, qty)), via="http")
+                await handlers.on_goods_received(receipt(receipt_id, (sku, qty)), uow)
             stale = GoodsPutAway(sku=sku, qty=qty, source="receipt", source_id=receipt_id, shorts_seen=0)
             async with unit_of_work(sessions, "tests", inv.stack.settings) as uow:
-                await movements.put_away(uow, stale)
+                await handlers.on_goods_put_away(stale, uow)
             await inv.settle()
     finally:
         await engine.dispose()
@@ -355,9 +355,9 @@ async def test_every_put_away_made_before_shortfalls_were_booked_serves_them_bef
         for qty in (3, 4):  # two receipts the allocator put away before it had booked any shortfall
             receipt_id = inv.new_id("R")
             async with unit_of_work(sessions, "tests", inv.stack.settings) as uow:
-                await movements.receive_goods(uow, receipt(receipt_id, (sku, qty)), via="http")
+                await handlers.on_goods_received(receipt(receipt_id, (sku, qty)), uow)
             async with unit_of_work(sessions, "tests", inv.stack.settings) as uow:
-                await movements.put_away(uow, GoodsPutAway(sku=sku, qty=qty, source="receipt", source_id=receipt_id))
+                await handlers.on_goods_put_away(GoodsPutAway(sku=sku, qty=qty, source="receipt", source_id=receipt_id), uow)
     finally:
         await engine.dispose()
     await inv.settle()

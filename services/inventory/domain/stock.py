@@ -1,14 +1,13 @@
-"""Inventory rules: what an order line gets from stock, how units move between buckets, when a SKU is
-expected and what to buy. Pure: no database, no framework, no broker."""
+"""Stock rules: what an ordered line gets from stock, what each line holds, and how units move
+between a SKU's buckets. Pure, so the rules that prevent overselling are tested without I/O."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import date
-from enum import StrEnum
 from typing import Literal
+from uuid import UUID
 
 from shared.events import RejectionReason
 
@@ -109,19 +108,72 @@ def decide_line(line: RequestedLine, policy: SkuPolicy | None, available: int, b
     return LineDecision(line.line_no, line.sku, line.qty, reserved=line.qty - shortfall, short=shortfall)
 
 
+class Shelf:
+    """A SKU's stock as the lines decided so far left it: each line sees what the ones before it
+    took (units available) and added (units waiting, for the backorder cap)."""
+
+    def __init__(self, policies: Mapping[str, SkuPolicy], levels: Mapping[str, Buckets]) -> None:
+        self.policies = policies
+        self.available = {sku: level.available for sku, level in levels.items()}
+        self.backordered = {sku: level.backordered for sku, level in levels.items()}
+
+    def decide(self, line: RequestedLine) -> LineDecision:
+        available, backordered = self.available.get(line.sku, 0), self.backordered.get(line.sku, 0)
+        decision = decide_line(line, self.policies.get(line.sku), available, backordered)
+        self.available[line.sku] = available - decision.reserved
+        self.backordered[line.sku] = backordered + decision.short
+        return decision
+
+
 def reserve_order(
     lines: Sequence[RequestedLine], policies: Mapping[str, SkuPolicy], levels: Mapping[str, Buckets]
 ) -> list[LineDecision]:
     """Decide every line in order; later lines on a SKU see what earlier lines left."""
-    available = {sku: level.available for sku, level in levels.items()}
-    backordered = {sku: level.backordered for sku, level in levels.items()}
-    decisions = []
-    for line in lines:
-        decision = decide_line(line, policies.get(line.sku), available.get(line.sku, 0), backordered.get(line.sku, 0))
-        available[line.sku] = available.get(line.sku, 0) - decision.reserved
-        backordered[line.sku] = backordered.get(line.sku, 0) + decision.short
-        decisions.append(decision)
-    return decisions
+    shelf = Shelf(policies, levels)
+    return [shelf.decide(line) for line in lines]
+
+
+LineKey = tuple[UUID, int]  # (order id, line number)
+
+
+def reserve_orders(
+    orders: Sequence[tuple[UUID, Sequence[RequestedLine]]],
+    policies: Mapping[str, SkuPolicy],
+    levels: Mapping[str, Buckets],
+    decided: Collection[LineKey] = (),
+) -> list[list[LineDecision]]:
+    """Decide every line of every order, in the orders' order (first come, first served), as if
+    each were reserved alone after the ones before it; one list of decisions per order. A line
+    already decided (`decided`: recorded before; or in an earlier copy of the same order, placed
+    twice) is not decided again, so an order delivered twice reserves once."""
+    shelf = Shelf(policies, levels)
+    seen = set(decided)
+    result = []
+    for order_id, lines in orders:
+        fresh = [line for line in lines if (order_id, line.line_no) not in seen]
+        seen.update((order_id, line.line_no) for line in fresh)
+        result.append([shelf.decide(line) for line in fresh])
+    return result
+
+
+def repeats_line_no(lines: Iterable[RequestedLine]) -> bool:
+    """An order naming a line number twice cannot be applied: line numbers identify its lines."""
+    numbers = [line.line_no for line in lines]
+    return len(set(numbers)) != len(numbers)
+
+
+def shortfall_numbers(decisions: Iterable[LineDecision], first: Mapping[str, int]) -> list[int]:
+    """Number the short lines per SKU from `first` (the SKU's next free number), in the order
+    given, which is also the order their StockShort events leave in; 0 for lines not short."""
+    following = dict(first)
+    numbers = []
+    for decision in decisions:
+        if decision.short:
+            numbers.append(following[decision.sku])
+            following[decision.sku] += 1
+        else:
+            numbers.append(0)
+    return numbers
 
 
 def reservation_deltas(decisions: Iterable[LineDecision]) -> dict[str, Buckets]:
@@ -146,7 +198,11 @@ class LineHolding:
     shipped: int = 0
     waiting: int = 0
     cancelled: bool = False
-    short_seq: int = 0  # which of its SKU's shortfalls it waits on (see ledger.number_shortfalls)
+    short_seq: int = 0  # which of its SKU's shortfalls it waits on (see shortfall_numbers)
+
+    @classmethod
+    def decided(cls, decision: LineDecision, short_seq: int) -> LineHolding:
+        return cls(decision.sku, reserved=decision.reserved, waiting=decision.short, short_seq=short_seq)
 
 
 @dataclass(frozen=True)
@@ -232,182 +288,3 @@ def put_away_delta(qty: int) -> Buckets:
     return Buckets(pending=-qty, available=qty)
 
 
-# --- receipts and purchase orders ---------------------------------------------------------------
-
-ReceiptContent = tuple[str, str | None, tuple[tuple[str, int], ...]]
-
-
-def receipt_content(warehouse: str, purchase_order_id: str | None, lines: Iterable[tuple[str, int]]) -> ReceiptContent:
-    """What makes two reports of a receipt the same fact: the line order does not matter."""
-    return (warehouse, purchase_order_id, tuple(sorted(lines)))
-
-
-def received_per_sku(lines: Iterable[tuple[str, int]]) -> dict[str, int]:
-    totals: dict[str, int] = defaultdict(int)
-    for sku, qty in lines:
-        totals[sku] += qty
-    return dict(totals)
-
-
-PurchaseOrderStatus = Literal["open", "cancelled", "closed"]
-
-
-@dataclass(frozen=True)
-class PurchaseOrderLine:
-    sku: str
-    qty_ordered: int
-    qty_received: int = 0
-
-    @property
-    def qty_open(self) -> int:
-        return max(self.qty_ordered - self.qty_received, 0)
-
-
-class BelowReceived(ValueError):
-    def __init__(self, sku: str, qty_received: int) -> None:
-        super().__init__(f"{sku}: cannot order fewer than the {qty_received} units already received")
-        self.sku = sku
-
-
-@dataclass(frozen=True)
-class PurchaseOrder:
-    """Inbound supply: `version` grows with every change so consumers can drop stale copies."""
-
-    id: str
-    supplier: str
-    expected_at: date
-    lines: tuple[PurchaseOrderLine, ...]
-    cancelled: bool = False
-    version: int = 1
-
-    @property
-    def status(self) -> PurchaseOrderStatus:
-        """Cancelled wins; an order with nothing left to arrive is closed."""
-        if self.cancelled:
-            return "cancelled"
-        return "open" if any(line.qty_open > 0 for line in self.lines) else "closed"
-
-
-def revise_lines(lines: Sequence[PurchaseOrderLine], ordered: Mapping[str, int]) -> tuple[PurchaseOrderLine, ...]:
-    """New ordered quantities per SKU (new SKUs are added); a line never goes below what arrived."""
-    current = {line.sku: line for line in lines}
-    for sku, qty in ordered.items():
-        if sku not in current and qty == 0:
-            continue  # cutting a line the order never had changes nothing
-        line = current.get(sku, PurchaseOrderLine(sku, 0))
-        if qty < line.qty_received:
-            raise BelowReceived(sku, line.qty_received)
-        current[sku] = replace(line, qty_ordered=qty)
-    return tuple(sorted(current.values(), key=lambda line: line.sku))
-
-
-def receive_against(lines: Sequence[PurchaseOrderLine], received: Mapping[str, int]) -> tuple[PurchaseOrderLine, ...]:
-    """Count arrivals against the order; SKUs it never ordered do not change it."""
-    return tuple(replace(line, qty_received=line.qty_received + received.get(line.sku, 0)) for line in lines)
-
-
-# --- availability for product pages -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InboundSupply:
-    """Open units of one SKU on one purchase order."""
-
-    purchase_order_id: str
-    expected_at: date
-    qty_open: int
-
-
-class AvailabilityStatus(StrEnum):
-    IN_STOCK = "in_stock"
-    BACKORDER = "backorder"
-    OUT_OF_STOCK = "out_of_stock"
-
-
-@dataclass(frozen=True)
-class Availability:
-    status: AvailabilityStatus
-    available: int
-    expected_at: date | None = None
-
-
-def expected_date(backordered: int, inbound: Iterable[InboundSupply]) -> date | None:
-    """When a new backorder would arrive: the first purchase order (by date) whose cumulative
-    open quantity goes beyond the units already waiting; None when nothing covers it."""
-    cumulative = 0
-    for supply in sorted(inbound, key=lambda s: (s.expected_at, s.purchase_order_id)):
-        if supply.qty_open <= 0:
-            continue
-        cumulative += supply.qty_open
-        if cumulative > backordered:
-            return supply.expected_at
-    return None
-
-
-def availability(policy: SkuPolicy, available: int, backordered: int, inbound: Iterable[InboundSupply]) -> Availability:
-    """What a product page shows. A SKU whose backorder cap is reached is out of stock: an order
-    for it would be rejected."""
-    if available > 0:
-        return Availability(AvailabilityStatus.IN_STOCK, available)
-    capped = policy.max_backorder_qty is not None and backordered >= policy.max_backorder_qty
-    if policy.backorderable and not policy.discontinued and not capped:
-        return Availability(AvailabilityStatus.BACKORDER, available, expected_date(backordered, inbound))
-    return Availability(AvailabilityStatus.OUT_OF_STOCK, available)
-
-
-# --- purchase suggestions -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SupplyPosition:
-    """Everything the buyer needs to know about one SKU."""
-
-    policy: SkuPolicy
-    available: int
-    backordered: int
-    on_order: int
-
-
-@dataclass(frozen=True)
-class SuggestedLine:
-    sku: str
-    qty: int
-    backordered: int
-    on_order: int
-
-
-@dataclass(frozen=True)
-class SuggestedPurchaseOrder:
-    supplier: str
-    lines: tuple[SuggestedLine, ...]
-
-
-def round_up(qty: int, multiple: int) -> int:
-    return -(-qty // multiple) * multiple
-
-
-def suggested_qty(position: SupplyPosition) -> int:
-    """Units to buy: waiting demand not covered by open purchase orders, plus the safety stock
-    not on the shelf, raised to the minimum order quantity and rounded up to whole case packs.
-    A discontinued SKU keeps no safety stock: only its waiting customers are bought for."""
-    policy = position.policy
-    safety = 0 if policy.discontinued else policy.safety_stock
-    need = position.backordered - position.on_order + safety - position.available
-    if need <= 0:
-        return 0
-    return round_up(max(need, policy.min_order_qty), max(policy.case_pack, 1))
-
-
-def purchase_suggestions(positions: Iterable[SupplyPosition]) -> list[SuggestedPurchaseOrder]:
-    """One suggested purchase order per supplier; SKUs without a supplier cannot be bought."""
-    per_supplier: dict[str, list[SuggestedLine]] = defaultdict(list)
-    for position in positions:
-        supplier = position.policy.supplier
-        qty = suggested_qty(position)
-        if supplier is None or qty == 0:
-            continue
-        per_supplier[supplier].append(SuggestedLine(position.policy.sku, qty, position.backordered, position.on_order))
-    return [
-        SuggestedPurchaseOrder(supplier, tuple(sorted(lines, key=lambda line: line.sku)))
-        for supplier, lines in sorted(per_supplier.items())
-    ]
