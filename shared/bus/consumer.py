@@ -252,6 +252,9 @@ class EventConsumer:
         except Exception as error:
             if is_unreachable(error):
                 self._db_outage.failed(error, "; retrying with backoff, committing nothing past the failed event")
+            elif isinstance(error, DeadLetter):  # expected: the one event is parked below, the rest applied
+                log.info("%s: batch of %d on %s holds an unapplicable event (%s); handling one by one",
+                         self.name, len(usable), tp, error)
             else:
                 log.warning("%s: batch of %d on %s failed (%r); handling one by one", self.name, len(usable), tp, error)
             for received in usable:
