@@ -36,9 +36,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared services bench
 
-bench: install  ## benchmarks with same-run anchors (see bench/README.md): drain, then notify
+bench: install  ## benchmarks with same-run anchors (see bench/README.md): drain, notify, then flash
 	$(BIN)/python -m bench.drain
 	$(BIN)/python -m bench.notify
+	$(BIN)/python -m bench.flash
 
 clean:
 	rm -rf $(VENV) .devstack .pytest_cache .mypy_cache .ruff_cache .hypothesis
