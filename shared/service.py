@@ -97,7 +97,9 @@ class ServiceContext:
         return unit_of_work(self.sessions, self.name, self.settings)
 
 
-def get_context(request: Request) -> ServiceContext:
+async def get_context(request: Request) -> ServiceContext:
+    """Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread
+    hand-off per request (measured: about a tenth of orders' CPU in a flash sale)."""
     context: ServiceContext = request.app.state.context
     return context
 
@@ -170,13 +172,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title=spec.title, lifespan=lifespan, version="1.0.0")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app, settings.database_retry_after_s)
-
-    @app.middleware("http")
-    async def refuse_writes_while_draining(request: Request, call_next: Any) -> Any:
-        context: ServiceContext | None = getattr(request.app.state, "context", None)
-        if context and not context.intake_open and request.method in {"POST", "PUT", "PATCH", "DELETE"}:
-            return problem(503, "Service is draining", "The service is stopping; retry against another instance.")
-        return await call_next(request)
+    app.add_middleware(DrainingMiddleware)
 
     app.include_router(health_router())
     for router in spec.routers:
@@ -361,6 +357,26 @@ class UnexpectedErrorMiddleware:
                 raise
             log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=error)
             await internal_error()(scope, receive, send)
+
+
+class DrainingMiddleware:
+    """Refuses writes once intake is closed (SIGUSR1, the first step of a drain), with a 503 a
+    client retries elsewhere. Plain ASGI: Starlette's BaseHTTPMiddleware streams every response
+    through a task and a memory channel (measured: about a tenth of orders' CPU in a flash sale)."""
+
+    WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in self.WRITES:
+            context: ServiceContext | None = getattr(scope["app"].state, "context", None)
+            if context is not None and not context.intake_open:
+                response = problem(503, "Service is draining", "The service is stopping; retry against another instance.")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:

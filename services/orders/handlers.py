@@ -316,8 +316,8 @@ async def on_shipment_reported(event: ShipmentReported, uow: UnitOfWork) -> None
 
 
 async def apply_batch(batch: Batch, uow: UnitOfWork) -> None:
-    """A batch holds events of one partition: line events (stock, allocations) or shipment
-    reports (orders), never both; each report is confirmed on its own."""
+    """The line events of a poll together, then each warehouse report on its own (after them: a
+    report may confirm a shipment those events requested)."""
     lines = [item for item in batch if not isinstance(item[1], ShipmentReported)]
     if lines:
         await apply_line_events(lines, uow)

@@ -192,9 +192,10 @@ class EventConsumer:
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.settings.kafka_max_poll_records)
                 self.last_poll_at = time.monotonic()
                 delivered_at = time.time()
-                for tp, records in batch.items():
+                for tp in batch:
                     self._delivered_at[tp] = delivered_at
-                    await self._handle_partition(tp, records)
+                if batch:
+                    await self._handle_poll(batch)
         finally:
             self._consumer = None
             try:  # bounded: leaving the group of a broker that is gone must not block the restart
@@ -202,28 +203,48 @@ class EventConsumer:
             except Exception as error:
                 log.warning("%s: closing the Kafka consumer failed (%r)", self.name, error)
 
-    async def _handle_partition(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """Handle and commit one partition's records; when a dead letter cannot be sent, commit
-        nothing and seek back to the batch's first record, so no message is skipped (the inbox
-        absorbs the events already applied; a message may be dead-lettered twice)."""
+    async def _handle_poll(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Everything one poll returned, over all partitions, applied in one transaction (fewer
+        commits, and events about one order that travel on different partitions are applied
+        together), then one offset commit. When a dead letter cannot be sent, nothing of its
+        partition is committed and the partition is read again from the poll's first record; when
+        it fails while the poll is applied one event at a time, every partition is read again, so
+        no message is skipped (the inbox absorbs what was applied; a message may be dead-lettered
+        twice)."""
+        usable: list[Received] = []
+        done: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            try:
+                usable += await self._usable(records)
+            except DeadLetterFailed as error:
+                await self._read_again({tp: records}, error)
+                continue
+            done[tp] = records[-1].offset + 1
         try:
-            await self._handle_records(tp, records)
+            await self._apply_poll(usable)
         except DeadLetterFailed as error:
-            assert self._consumer is not None
-            delay = min(self.settings.handler_retry_backoff_s * 2**self._dead_letter_failures, 10.0)
-            self._dead_letter_failures += 1
+            await self._read_again(batch, error)
+            return
+        crash_point(CONSUMER_AFTER_DB_COMMIT)
+        if done:
+            await self._commit(done)
+
+    async def _read_again(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], error: Exception) -> None:
+        assert self._consumer is not None
+        delay = min(self.settings.handler_retry_backoff_s * 2**self._dead_letter_failures, 10.0)
+        self._dead_letter_failures += 1
+        for tp, records in batch.items():
             log.error(
                 "%s: dead-letter send failed (%s); %s re-read from offset %d in %.1f s",
                 self.name, error, tp, records[0].offset, delay,
             )
             with contextlib.suppress(IllegalStateError):  # revoked meanwhile: its next owner re-reads it
                 self._consumer.seek(tp, records[0].offset)
-            await self._pause(delay)
-            return
-        crash_point(CONSUMER_AFTER_DB_COMMIT)
-        await self._commit(tp, records[-1].offset + 1)
+        await self._pause(delay)
 
-    async def _handle_records(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def _usable(self, records: list[ConsumerRecord[bytes, bytes]]) -> list[Received]:
+        """The records this service handles, parsed; what it does not handle is passed over unread,
+        what cannot be parsed is dead-lettered."""
         usable: list[Received] = []
         handled = self.handlers.event_types
         for record in records:
@@ -247,16 +268,20 @@ class EventConsumer:
             if envelope.producer == self.name:
                 continue  # ours, from a producer that set no header: what we did, not news to us
             usable.append(Received(record, envelope, event))
+        return usable
+
+    async def _apply_poll(self, usable: list[Received]) -> None:
+        """The poll's events together; when that fails, one at a time with retries."""
         try:
             await self._apply(usable)
         except Exception as error:
             if is_unreachable(error):
                 self._db_outage.failed(error, "; retrying with backoff, committing nothing past the failed event")
             elif isinstance(error, DeadLetter):  # expected: the one event is parked below, the rest applied
-                log.info("%s: batch of %d on %s holds an unapplicable event (%s); handling one by one",
-                         self.name, len(usable), tp, error)
+                log.info("%s: a poll of %d events holds an unapplicable one (%s); handling them one by one",
+                         self.name, len(usable), error)
             else:
-                log.warning("%s: batch of %d on %s failed (%r); handling one by one", self.name, len(usable), tp, error)
+                log.warning("%s: a poll of %d events failed (%r); handling them one by one", self.name, len(usable), error)
             for received in usable:
                 await self._apply_with_retries(received)
             return
@@ -359,11 +384,12 @@ class EventConsumer:
         send = self.producer.send_and_wait(f"{record.topic}.dlq", value=value, key=record.key, headers=headers)
         await asyncio.wait_for(send, DEAD_LETTER_TIMEOUT_S)
 
-    async def _commit(self, tp: TopicPartition, offset: int) -> None:
-        """A failed commit (rebalance, lost broker) loses nothing: the next owner re-reads from the
-        last committed offset and the inbox absorbs the repeats."""
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """One commit for the poll's partitions. A failed commit (rebalance, lost broker) loses
+        nothing: the next owner re-reads from the last committed offset and the inbox absorbs the
+        repeats."""
         assert self._consumer is not None
         try:
-            await asyncio.wait_for(self._consumer.commit({tp: offset}), timeout=10)
+            await asyncio.wait_for(self._consumer.commit(offsets), timeout=10)
         except (KafkaError, TimeoutError) as error:
-            log.warning("%s: commit of %s@%d failed (%r); will be redelivered", self.name, tp, offset, error)
+            log.warning("%s: commit of %s failed (%r); will be redelivered", self.name, offsets, error)
