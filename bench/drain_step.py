@@ -14,16 +14,18 @@ end-to-end drain that follows."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import text
 
 from bench.drain_bus import Receipt
-from services.allocator import book, handlers
+from services.allocator import handlers, store
 from services.allocator.domain import EtaReason
 from shared.bus.outbox import UnitOfWork
 from shared.db import create_engine, session_factory
+from shared.events import Envelope, GoodsReceived
 from shared.settings import Settings
 
 
@@ -44,10 +46,27 @@ REWRITE_EVENTS = text(
 )
 
 
+def consumer_runs(settings: Settings, receipts: list[Receipt]) -> list[list[tuple[Envelope, GoodsReceived]]]:
+    """The receipts in publish order, in runs of the size the allocator's consumer hands its handler
+    when they are all published at once: one partition's share of them (they are keyed by receipt
+    id over the topic's partitions), at most a poll's records. Consecutive, not per partition, so
+    each SKU's receipts keep their order (with --dated, no date moves in the step)."""
+    items = []
+    for receipt in receipts:
+        event = receipt.event()
+        payload = event.model_dump(mode="json")
+        envelope = Envelope(event_type=event.event_type, correlation_id=receipt.receipt_id, producer="bench", payload=payload)
+        items.append((envelope, event))
+    size = max(1, min(settings.kafka_max_poll_records, math.ceil(len(items) / settings.topic_partitions)))
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 async def time_allocation_step(database_url: str, settings: Settings, receipts: list[Receipt]) -> AllocationStep:
-    """on_goods_received for each receipt, in the order they are published, in one transaction (the
-    consumer commits up to CONSUMER_MAX_EVENTS_PER_TRANSACTION events at a time; one transaction
-    here keeps the rollback simple), then ROLLBACK."""
+    """on_goods_received for the receipts, run by run as the consumer would hand them over
+    (`consumer_runs`), in one transaction (the consumer commits up to
+    CONSUMER_MAX_EVENTS_PER_TRANSACTION events at a time; one transaction here keeps the rollback
+    simple), then ROLLBACK."""
+    runs = consumer_runs(settings, receipts)
     engine = create_engine(database_url, 1)
     try:
         async with session_factory(engine)() as session:
@@ -55,8 +74,8 @@ async def time_allocation_step(database_url: str, settings: Settings, receipts: 
             uow = UnitOfWork(session=session, producer="allocator", settings=settings)
             started = time.perf_counter()
             events = 0
-            for receipt in receipts:
-                await handlers.on_goods_received(receipt.event(), uow)
+            for run in runs:
+                await handlers.on_goods_received(run, uow)
                 events += len(uow.pending)
                 await uow.flush_events()
             seconds = time.perf_counter() - started
@@ -79,8 +98,8 @@ async def date_book(database_url: str, settings: Settings, skus: list[str]) -> i
     try:
         async with session_factory(engine)() as session, session.begin():
             uow = UnitOfWork(session=session, producer="allocator", settings=settings)
-            dated = await book.redate(uow, await book.lock_book(session, skus), EtaReason.PURCHASE_ORDER_CHANGED)
-            uow.pending.clear()
+            moves = await handlers.redate(uow, await store.lock_book(session, skus), EtaReason.PURCHASE_ORDER_CHANGED)
+            dated = len(moves)
     finally:
         await engine.dispose()
     return dated

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Literal, TypeVar
 from uuid import UUID
 
 LineKey = tuple[UUID, int]
@@ -70,6 +71,43 @@ class AllocationResult:
 
 
 @dataclass(frozen=True)
+class Arrival:
+    """Units arriving for the book: a receipt, or a release (from the shelf: a pick; or units of
+    `receipt_id` still at the dock). Units at the dock may cross-dock. `units` per SKU, in SKU order."""
+
+    source: Literal["receipt", "release"]
+    source_id: str
+    receipt_id: str | None
+    units: Mapping[str, int]
+    purchase_order_id: str | None = None
+
+    @property
+    def at_dock(self) -> bool:
+        return self.receipt_id is not None
+
+
+@dataclass(frozen=True)
+class SkuAllocation:
+    """An allocation of the domain, with the SKU it was made in (a receipt may carry several)."""
+
+    sku: str
+    allocation: Allocation
+
+
+@dataclass(frozen=True)
+class Served:
+    """What one arrival did: its allocations (by SKU, each SKU's in queue order) and the units
+    of each SKU that go to the shelf."""
+
+    allocations: tuple[SkuAllocation, ...]
+    put_away: Mapping[str, int]
+
+    @property
+    def orders(self) -> set[UUID]:
+        return {item.allocation.order_id for item in self.allocations}
+
+
+@dataclass(frozen=True)
 class InboundSupply:
     """One open purchase-order line for the SKU, expected on expected_at."""
 
@@ -94,6 +132,18 @@ class EtaChange:
     key: LineKey
     previous: date | None
     new: date | None
+
+
+@dataclass(frozen=True)
+class DateMove:
+    """A stored promised date to change, and why (BOOKED: the line is entering the book and is
+    announced as BackorderBooked, not EtaChanged)."""
+
+    sku: str
+    key: LineKey
+    previous: date | None
+    new: date | None
+    reason: EtaReason
 
 
 def _fifo_key(line: WaitingLine) -> tuple[datetime, UUID, int]:
@@ -160,15 +210,74 @@ def _serve_complete_lines_first(queue: Sequence[WaitingLine], supply: int) -> di
 
 def allocate(book: Iterable[WaitingLine], supply: int, policy: PriorityPolicy) -> AllocationResult:
     """Serve the backorder book before the shelf: waiting customers come before new ones."""
+    return _allocate_from(queue_order(book, policy), supply, policy)
+
+
+def _allocate_from(queue: Sequence[WaitingLine], supply: int, policy: PriorityPolicy) -> AllocationResult:
+    """allocate() on a book already in the policy's queue order."""
     if supply < 0:
         raise ValueError(f"supply must not be negative, got {supply}")
-    queue = queue_order(book, policy)
     if policy is PriorityPolicy.COMPLETE_LINES_FIRST:
         given = _serve_complete_lines_first(queue, supply)
     else:
         given = _serve_greedily(queue, supply)
-    allocations = tuple(Allocation(line.order_id, line.line_no, given[line.key]) for line in queue if line.key in given)
+    allocations = tuple(Allocation(line.order_id, line.line_no, qty) for line in queue if (qty := given.get(line.key)))
     return AllocationResult(allocations, put_away=supply - sum(given.values()))
+
+
+def allocate_in_turn(book: Iterable[WaitingLine], supplies: Sequence[int], policy: PriorityPolicy) -> list[AllocationResult]:
+    """Several arrivals of one SKU served one after the other, each from what the ones before it
+    left: the same results as allocating each from the book read again after the one before."""
+    remaining = {line.key: line for line in queue_order(book, policy)}
+    results = []
+    for supply in supplies:
+        result = _allocate_from(queue_head(remaining.values(), supply, policy), supply, policy)
+        for allocation in result.allocations:
+            line = remaining[allocation.key]
+            if allocation.qty == line.qty_waiting:
+                del remaining[allocation.key]
+            else:
+                remaining[allocation.key] = replace(line, qty_waiting=line.qty_waiting - allocation.qty)
+        results.append(result)
+    return results
+
+
+def queue_head(queue: Iterable[WaitingLine], supply: int, policy: PriorityPolicy) -> list[WaitingLine]:
+    """The lines of a queue (in the policy's order) that the supply can reach: those with fewer
+    units ahead of them than the supply. Allocating from them is allocating from the whole queue
+    under a greedy policy; complete_lines_first may fill any line that fits, so it gets the whole
+    queue. The queue-heads statement of the store makes the same cut in SQL."""
+    if policy is PriorityPolicy.COMPLETE_LINES_FIRST:
+        return list(queue)
+    head, units = [], 0
+    for line in queue:
+        if units >= supply:
+            break
+        head.append(line)
+        units += line.qty_waiting
+    return head
+
+
+def serve_in_turn(
+    arrivals: Sequence[Arrival], heads: Mapping[str, Iterable[WaitingLine]], policies: Mapping[str, PriorityPolicy]
+) -> list[Served]:
+    """Serve the arrivals in their order, SKU by SKU, from `heads`: per SKU the head of its queue
+    that the arrivals' total supply reaches (under a greedy policy) or its whole book."""
+    skus = sorted({sku for arrival in arrivals for sku in arrival.units})
+    results = {
+        sku: iter(allocate_in_turn(heads.get(sku, ()), [a.units[sku] for a in arrivals if sku in a.units], policies[sku]))
+        for sku in skus
+    }
+    served = []
+    for arrival in arrivals:
+        allocations: list[SkuAllocation] = []
+        put_away: dict[str, int] = {}
+        for sku in arrival.units:
+            result = next(results[sku])
+            allocations += [SkuAllocation(sku, allocation) for allocation in result.allocations]
+            put_away[sku] = result.put_away
+        served.append(Served(tuple(allocations), put_away))
+    return served
 
 
 def cross_dock(allocations: Sequence[Allocation], orders: Mapping[UUID, OrderProgress]) -> dict[LineKey, bool]:
@@ -186,6 +295,31 @@ def cross_dock(allocations: Sequence[Allocation], orders: Mapping[UUID, OrderPro
         completes = progress.lines_unregistered == 0 and still_waiting == 0
         decisions[allocation.key] = progress.partial_allowed or completes
     return decisions
+
+
+def cross_dock_in_turn(
+    arrivals: Sequence[Arrival], served: Sequence[Served], orders: Mapping[UUID, OrderProgress]
+) -> list[list[bool]]:
+    """Whether each allocation of each arrival cross-docks, decided arrival by arrival (across its
+    SKUs) on the orders as the arrivals before it left them: what those allocated no longer waits.
+    Units not at the dock are picked from the shelf, never cross-docked."""
+    allocated_before: dict[UUID, int] = defaultdict(int)
+    decisions = []
+    for arrival, result in zip(arrivals, served, strict=True):
+        allocations = [item.allocation for item in result.allocations]
+        if arrival.at_dock and allocations:
+            now = {order_id: _less_waiting(orders[order_id], allocated_before[order_id]) for order_id in result.orders}
+            decided = cross_dock(allocations, now)
+            decisions.append([decided[allocation.key] for allocation in allocations])
+        else:
+            decisions.append([False] * len(allocations))
+        for allocation in allocations:
+            allocated_before[allocation.order_id] += allocation.qty
+    return decisions
+
+
+def _less_waiting(order: OrderProgress, allocated: int) -> OrderProgress:
+    return replace(order, units_waiting=order.units_waiting - allocated) if allocated else order
 
 
 def project_promised_dates(queue: Sequence[WaitingLine], inbound: Iterable[InboundSupply]) -> dict[LineKey, date | None]:
@@ -257,3 +391,59 @@ def eta_reasons(
     """A line entering the book is "booked"; every other line moved for the reason of the change."""
     entering = set(booked)
     return [(change, EtaReason.BOOKED if change.key in entering else reason) for change in changes]
+
+
+def date_moves(
+    book: Mapping[str, Mapping[WaitingLine, date | None]],
+    inbound: Mapping[str, Iterable[InboundSupply]],
+    policies: Mapping[str, PriorityPolicy],
+    reason: EtaReason,
+    entering: Collection[LineKey] = (),
+) -> list[DateMove]:
+    """Project the promised date of every waiting line of each SKU (`book`: each line with the date
+    it was last promised) from the SKU's inbound supply; returns the lines whose date moved, by SKU."""
+    moves = []
+    for sku in sorted(book):
+        previous = {line.key: promised for line, promised in book[sku].items()}
+        current = project_promised_dates(queue_order(book[sku], policies[sku]), inbound.get(sku, ()))
+        for change, why in eta_reasons(eta_changes(previous, current), reason, entering):
+            moves.append(DateMove(sku, change.key, change.previous, change.new, why))
+    return moves
+
+
+class SupplyConflict(ValueError):
+    """A receipt or release id already served comes back with other units."""
+
+
+Item = TypeVar("Item")
+
+
+def first_arrivals(
+    arrivals: Sequence[tuple[Item, Arrival]], applied: Mapping[tuple[str, str], Mapping[str, int]]
+) -> list[tuple[Item, Arrival]]:
+    """The arrivals not served before. Supply is idempotent on its business key (source, source_id):
+    the same units under that key again (before, or earlier among these) are the same fact under
+    another event id and have no second effect; other units under it are refused (SupplyConflict)."""
+    seen = {key: dict(units) for key, units in applied.items()}
+    fresh = []
+    for item, arrival in arrivals:
+        key = (arrival.source, arrival.source_id)
+        units = dict(arrival.units)
+        if key not in seen:
+            seen[key] = units
+            fresh.append((item, arrival))
+        elif seen[key] != units:
+            raise SupplyConflict(f"{arrival.source} {arrival.source_id} was already applied as {seen[key]}, now {units}")
+    return fresh
+
+
+def queue_may_move_between(events: Iterable[Iterable[str]], policies: Mapping[str, PriorityPolicy]) -> set[str]:
+    """SKUs whose queue order the re-dating after one event of a run may change for the next (each
+    event given by the SKUs it touches): under due_date, a line promised a date for the first time
+    moves up. A run whose events share such a SKU (when it has dates to move) is applied one event
+    at a time; every other run together, re-dated once."""
+    events_per_sku: dict[str, int] = defaultdict(int)
+    for skus in events:
+        for sku in set(skus):
+            events_per_sku[sku] += 1
+    return {sku for sku, count in events_per_sku.items() if count > 1 and policies[sku] is PriorityPolicy.DUE_DATE}

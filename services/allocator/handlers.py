@@ -1,18 +1,40 @@
-"""Allocator event handlers: keep the backorder book, serve it first from every arrival, and re-date it."""
+"""Everything that changes the backorder book, and the only place the allocator emits: one function
+per command (the priority policies) and per consumed event. Each locks the SKUs' books through
+`store`, loads what it needs, lets `domain` decide, saves and emits.
+
+Events come in runs (consecutive events of one class in a consumer batch). Short lines, receipts,
+releases and orders placed are applied set-based: the run's SKUs are locked once, its lines booked
+or served in a few statements and each SKU re-dated once. Cancellations and purchase-order
+changes, rare, are applied one at a time."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import text
-
-from services.allocator import book
-from services.allocator.domain import EtaReason, allocate, cross_dock, supply_per_sku
+from services.allocator import store
+from services.allocator.domain import (
+    Arrival,
+    DateMove,
+    EtaReason,
+    LineKey,
+    PriorityPolicy,
+    SupplyConflict,
+    cross_dock_in_turn,
+    date_moves,
+    first_arrivals,
+    policy_in_force,
+    queue_may_move_between,
+    serve_in_turn,
+    supply_per_sku,
+)
 from shared.bus.handlers import DeadLetter, Handlers, each
 from shared.bus.outbox import UnitOfWork
 from shared.events import (
     BackorderAllocated,
     BackorderBooked,
+    Envelope,
+    EtaChanged,
     GoodsPutAway,
     GoodsReceived,
     LineCancelled,
@@ -22,117 +44,113 @@ from shared.events import (
     StockShort,
 )
 
-BOOK_LINE = text(
-    """
-    WITH booked AS (
-        INSERT INTO waiting_line (order_id, line_no, sku, qty_short, qty_waiting, qty_allocated, ordered_at, tier,
-                                  partial_allowed, order_short_lines, status, booked_at)
-        VALUES (:order_id, :line_no, :sku, :qty, :qty, 0, :ordered_at, :tier,
-                :partial_allowed, :order_short_lines, 'waiting', :now)
-        ON CONFLICT (order_id, line_no) DO NOTHING
-        RETURNING sku
-    )
-    UPDATE book_sku SET lines_backordered = lines_backordered + 1 WHERE sku IN (SELECT sku FROM booked) RETURNING sku
-    """
-)
-CANCEL_LINE = text(
-    """
-    UPDATE waiting_line SET status = 'cancelled', qty_waiting = 0, cancelled_at = :now
-    WHERE order_id = :order_id AND line_no = :line_no AND sku = :sku AND status = 'waiting'
-    RETURNING line_no
-    """
-)
-# Cancelled before its StockShort arrived: the tombstone makes that StockShort a no-op.
-INSERT_TOMBSTONE = text(
-    """
-    INSERT INTO waiting_line (order_id, line_no, sku, qty_short, qty_waiting, qty_allocated, ordered_at, tier,
-                              partial_allowed, order_short_lines, status, cancelled_at)
-    VALUES (:order_id, :line_no, :sku, 0, 0, 0, :now, 'standard', false, 0, 'cancelled', :now)
-    ON CONFLICT (order_id, line_no) DO NOTHING
-    """
-)
-LOCK_PURCHASE_ORDER = text("SELECT sku, version FROM inbound_supply WHERE purchase_order_id = :po FOR UPDATE")
-UPSERT_PURCHASE_ORDER = text(
-    """
-    INSERT INTO inbound_supply (purchase_order_id, sku, qty_open, expected_at, version, status, receipt_ids)
-    SELECT :po, u.sku, u.qty, :expected_at, :version, :status, CAST(:receipt_ids AS text[])
-    FROM unnest(CAST(:skus AS text[]), CAST(:qtys AS int[])) AS u(sku, qty)
-    ON CONFLICT (purchase_order_id, sku) DO UPDATE
-    SET qty_open = excluded.qty_open, expected_at = excluded.expected_at, version = excluded.version,
-        status = excluded.status, receipt_ids = excluded.receipt_ids
-    WHERE inbound_supply.version < excluded.version
-    """
-)
-# A SKU dropped from the purchase order keeps its row at zero, so the version is not forgotten.
-CLOSE_DROPPED_SKUS = text(
-    """
-    UPDATE inbound_supply SET qty_open = 0, expected_at = :expected_at, version = :version, status = :status,
-        receipt_ids = CAST(:receipt_ids AS text[])
-    WHERE purchase_order_id = :po AND version < :version AND NOT (sku = ANY(CAST(:skus AS text[])))
-    """
-)
-COUNT_LINES_ORDERED = text(
-    """
-    INSERT INTO book_sku (sku, lines_ordered)
-    SELECT u.sku, u.lines FROM unnest(CAST(:skus AS text[]), CAST(:lines AS int[])) AS u(sku, lines) ORDER BY u.sku
-    ON CONFLICT (sku) DO UPDATE SET lines_ordered = book_sku.lines_ordered + excluded.lines_ordered
-    """
-)
+
+class NotFound(LookupError):
+    pass
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def on_stock_short(event: StockShort, uow: UnitOfWork) -> None:
-    """A line enters the book (once: a duplicate, or a line already cancelled, is ignored)."""
-    if event.line_no < 1 or event.order_short_lines < 1 or event.ordered_at.tzinfo is None:
-        line = f"{event.order_id}/{event.line_no}"
-        raise DeadLetter(f"StockShort {line}: line_no >= 1, order_short_lines >= 1 and a tz-aware ordered_at are required")
-    policies = await book.lock_book(uow.session, [event.sku])
-    await book.see_short(uow.session, event.sku, event.short_seq)
-    booked = await uow.session.execute(
-        BOOK_LINE,
-        {
-            "order_id": event.order_id,
-            "line_no": event.line_no,
-            "sku": event.sku,
-            "qty": event.qty_short,
-            "ordered_at": event.ordered_at,
-            "tier": event.customer_tier,
-            "partial_allowed": event.partial_allowed,
-            "order_short_lines": event.order_short_lines,
-            "now": _now(),
-        },
-    )
-    if booked.first() is not None:
+# --- commands (HTTP) ----------------------------------------------------------------------------
+
+
+async def set_global_policy(uow: UnitOfWork, policy: PriorityPolicy) -> int:
+    """The default for every SKU without its own policy; returns how many lines were re-dated."""
+    previous = await store.lock_global_policy(uow.session)
+    await store.save_policy(uow.session, "global", policy, _now())
+    if policy_in_force(None, previous) is policy:
+        return 0
+    skus = await store.skus_on_global_policy(uow.session)
+    # lock_book reads the policy after the upsert above: the new one.
+    policies = await store.lock_book(uow.session, skus)
+    return announce(uow, await redate(uow, policies, EtaReason.PRIORITY_CHANGED))
+
+
+async def set_sku_policy(uow: UnitOfWork, sku: str, policy: PriorityPolicy) -> int:
+    """A SKU's own policy, overriding the global one; returns how many lines were re-dated."""
+    before = await store.lock_book(uow.session, [sku])
+    await store.save_policy(uow.session, sku, policy, _now())
+    if before[sku] is policy:
+        return 0
+    return announce(uow, await redate(uow, {sku: policy}, EtaReason.PRIORITY_CHANGED))
+
+
+async def delete_sku_policy(uow: UnitOfWork, sku: str) -> int:
+    """The SKU follows the global policy again; its lines are re-dated if that changes their order."""
+    before = await store.lock_book(uow.session, [sku])
+    if not await store.delete_policy(uow.session, sku):
+        raise NotFound(f"SKU {sku} has no policy of its own")
+    after = await store.policies_of(uow.session, [sku])
+    if before[sku] is after[sku]:
+        return 0
+    return announce(uow, await redate(uow, after, EtaReason.PRIORITY_CHANGED))
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+async def on_stock_short(run: Sequence[tuple[Envelope, StockShort]], uow: UnitOfWork) -> None:
+    """Short lines enter the book, each once (a duplicate, or a line already cancelled, is
+    ignored), and each line booked now is announced with its promised date, or none yet."""
+    for _, event in run:
+        if event.line_no < 1 or event.order_short_lines < 1 or event.ordered_at.tzinfo is None:
+            line = f"{event.order_id}/{event.line_no}"
+            raise DeadLetter(f"StockShort {line}: line_no >= 1, order_short_lines >= 1 and a tz-aware ordered_at are required")
+    policies = await store.lock_book(uow.session, (event.sku for _, event in run))
+    shared = queue_may_move_between(([event.sku] for _, event in run), policies)
+    if shared and await store.datable(uow.session, shared):
+        for item in run:
+            await _book_together(uow, [item], policies)
+    else:
+        await _book_together(uow, run, policies)
+
+
+async def _book_together(
+    uow: UnitOfWork, run: Sequence[tuple[Envelope, StockShort]], policies: Mapping[str, PriorityPolicy]
+) -> None:
+    """Book the lines in one statement and re-date each SKU that took a line once."""
+    booked = await store.book_lines(uow.session, [event for _, event in run], _now())
+    entering: dict[LineKey, tuple[Envelope, StockShort]] = {}
+    for envelope, event in run:
+        if (event.order_id, event.line_no) in booked:
+            entering.setdefault((event.order_id, event.line_no), (envelope, event))
+    if not entering:
+        return
+    causes = {event.sku: envelope for envelope, event in entering.values()}  # the last booking of each SKU
+    moves = await redate(uow, {sku: policies[sku] for sku in causes}, EtaReason.QUEUE_MOVED, entering.keys())
+    dates = {move.key: move.new for move in moves if move.reason is EtaReason.BOOKED}
+    for key, (envelope, event) in entering.items():
         booking = BackorderBooked(
-            order_id=event.order_id, line_no=event.line_no, sku=event.sku, qty_waiting=event.qty_short, promised_date=None
+            order_id=event.order_id, line_no=event.line_no, sku=event.sku, qty_waiting=event.qty_short,
+            promised_date=dates.get(key),
         )
-        await book.redate(uow, policies, EtaReason.QUEUE_MOVED, booking=booking)
+        uow.emit(booking, cause=envelope)
+    announce(uow, moves, causes)
 
 
 async def on_line_cancelled(event: LineCancelled, uow: UnitOfWork) -> None:
     """The line leaves the book at once and the lines behind it move up."""
-    policies = await book.lock_book(uow.session, [event.sku])
-    params = {"order_id": event.order_id, "line_no": event.line_no, "sku": event.sku, "now": _now()}
-    cancelled = await uow.session.execute(CANCEL_LINE, params)
-    if cancelled.first() is None:
-        await uow.session.execute(INSERT_TOMBSTONE, params)
-        return
-    await book.redate(uow, policies, EtaReason.QUEUE_MOVED)
+    policies = await store.lock_book(uow.session, [event.sku])
+    if await store.cancel_line(uow.session, event.order_id, event.line_no, event.sku, _now()):
+        announce(uow, await redate(uow, policies, EtaReason.QUEUE_MOVED))
 
 
-async def on_goods_received(event: GoodsReceived, uow: UnitOfWork) -> None:
+async def on_goods_received(run: Sequence[tuple[Envelope, GoodsReceived]], uow: UnitOfWork) -> None:
     """Received goods serve the book first and go straight to shipping where the order can ship."""
-    units = supply_per_sku((line.sku, line.qty) for line in event.lines)
-    await serve_arrival(uow, book.Arrival("receipt", event.receipt_id, event.receipt_id, units, event.purchase_order_id))
+    arrivals = []
+    for envelope, event in run:
+        units = supply_per_sku((line.sku, line.qty) for line in event.lines)
+        arrivals.append((envelope, Arrival("receipt", event.receipt_id, event.receipt_id, units, event.purchase_order_id)))
+    await _serve(uow, arrivals)
 
 
-async def on_stock_released(event: StockReleased, uow: UnitOfWork) -> None:
+async def on_stock_released(run: Sequence[tuple[Envelope, StockReleased]], uow: UnitOfWork) -> None:
     """Units handed back serve the book first too: as a pick, or, when they are a receipt's still
     at the dock (put away before their lines were booked), as a cross-dock where the order can ship."""
-    await serve_arrival(uow, book.Arrival("release", str(event.release_id), event.receipt_id, {event.sku: event.qty}))
+    await _serve(uow, [(envelope, Arrival("release", str(event.release_id), event.receipt_id, {event.sku: event.qty}))
+                      for envelope, event in run])
 
 
 async def on_purchase_order_changed(event: PurchaseOrderChanged, uow: UnitOfWork) -> None:
@@ -141,83 +159,107 @@ async def on_purchase_order_changed(event: PurchaseOrderChanged, uow: UnitOfWork
         units = supply_per_sku((line.sku, line.qty_open) for line in event.lines)
     except ValueError as error:
         raise DeadLetter(f"purchase order {event.purchase_order_id} v{event.version}: {error}") from error
-    known = {row.sku: row.version for row in await uow.session.execute(LOCK_PURCHASE_ORDER, {"po": event.purchase_order_id})}
+    known = await store.purchase_order_versions(uow.session, event.purchase_order_id)
     if known and max(known.values()) >= event.version:
         return  # a stale or repeated copy: a newer state is already applied
-    policies = await book.lock_book(uow.session, [*units, *known])
-    params = {
-        "po": event.purchase_order_id,
-        "expected_at": event.expected_at,
-        "version": event.version,
-        "status": event.status,
-        "skus": list(units),
-        "receipt_ids": list(event.receipt_ids),
-    }
-    await uow.session.execute(UPSERT_PURCHASE_ORDER, {**params, "qtys": list(units.values())})
-    await uow.session.execute(CLOSE_DROPPED_SKUS, params)
+    policies = await store.lock_book(uow.session, [*units, *known])
+    await store.save_purchase_order(
+        uow.session, event.purchase_order_id, event.version, event.status, event.expected_at, units, event.receipt_ids
+    )
     reason = EtaReason.PURCHASE_ORDER_CANCELLED if event.status == "cancelled" else EtaReason.PURCHASE_ORDER_CHANGED
-    await book.redate(uow, policies, reason)
+    announce(uow, await redate(uow, policies, reason))
 
 
-async def on_order_placed(event: OrderPlaced, uow: UnitOfWork) -> None:
-    """Counts lines ordered per SKU, the denominator of the backorder rate."""
-    lines = supply_per_sku((line.sku, 1) for line in event.lines)
-    await uow.session.execute(COUNT_LINES_ORDERED, {"skus": list(lines), "lines": list(lines.values())})
+async def on_order_placed(run: Sequence[tuple[Envelope, OrderPlaced]], uow: UnitOfWork) -> None:
+    """Counts lines ordered per SKU, the denominator of the backorder rate: one statement a run."""
+    await store.count_lines_ordered(uow.session, supply_per_sku((line.sku, 1) for _, event in run for line in event.lines))
 
 
-async def serve_arrival(uow: UnitOfWork, arrival: book.Arrival) -> None:
-    """Per SKU, in SKU order: lock the book, allocate in priority order, put away the rest, re-date."""
+# --- serving arrivals and re-dating, shared by the handlers above -------------------------------
+
+
+async def _serve(uow: UnitOfWork, arrivals: Sequence[tuple[Envelope, Arrival]]) -> None:
+    """Lock every SKU of the run's arrivals once (in SKU order), pass over supply already served
+    (by its business key, whatever the event id), and serve the rest together; one at a time only
+    where re-dating between two arrivals could reorder a queue they share."""
+    policies = await store.lock_book(uow.session, (sku for _, arrival in arrivals for sku in arrival.units))
+    applied = await store.supply_applied(uow.session, ((arrival.source, arrival.source_id) for _, arrival in arrivals))
+    try:
+        fresh = first_arrivals(arrivals, applied)
+    except SupplyConflict as error:
+        raise DeadLetter(str(error)) from error
+    shared = queue_may_move_between((arrival.units for _, arrival in fresh), policies)
+    if shared and await store.datable(uow.session, shared):
+        for item in fresh:
+            await _serve_together(uow, [item], policies)
+    elif fresh:
+        await _serve_together(uow, fresh, policies)
+
+
+async def _serve_together(
+    uow: UnitOfWork, arrivals: Sequence[tuple[Envelope, Arrival]], policies: Mapping[str, PriorityPolicy]
+) -> None:
+    """Read each SKU's queue head once for the arrivals' total supply, serve the arrivals in turn in
+    the domain (each cross-docking, across its SKUs, on the orders as the ones before left them),
+    write the fills and the supply in one statement each, emit, and re-date each SKU once."""
     session = uow.session
-    policies = await book.lock_book(session, arrival.units)
-    applied = await book.supply_already_applied(session, arrival.source, arrival.source_id)
-    if applied:
-        if applied != dict(arrival.units):
-            raise DeadLetter(f"{arrival.source} {arrival.source_id} was already applied as {applied}, now {dict(arrival.units)}")
-        return  # the same business fact under another event id: it had its effect
-    lines = await book.queue_heads(session, arrival.units, policies)
-    allocations: list[book.SkuAllocation] = []
-    put_away: dict[str, int] = {}
-    for sku, qty in arrival.units.items():
-        result = allocate(lines[sku], qty, policies[sku])
-        allocations += [book.SkuAllocation(sku, allocation) for allocation in result.allocations]
-        put_away[sku] = result.put_away
-    domain_allocations = [a.allocation for a in allocations]
-    if arrival.receipt_id is not None and allocations:  # units at the receiving dock
-        progress = await book.order_progress_of(session, (a.order_id for a in domain_allocations))
-        cross_docked = cross_dock(domain_allocations, progress)
-    else:
-        cross_docked = {a.key: False for a in domain_allocations}
+    run = [arrival for _, arrival in arrivals]
+    supply = supply_per_sku((sku, qty) for arrival in run for sku, qty in arrival.units.items())
+    served = serve_in_turn(run, await store.queue_heads(session, supply, policies), policies)
+    at_dock = {order_id for arrival, result in zip(run, served, strict=True) if arrival.at_dock for order_id in result.orders}
+    crossed = cross_dock_in_turn(run, served, await store.order_progress_of(session, at_dock) if at_dock else {})
     now = _now()
-    await book.fill_lines(session, allocations, cross_docked, arrival.source, arrival.source_id, now)
-    await book.record_supply(session, arrival, put_away, now)
-    for item in allocations:
-        allocation = item.allocation
-        uow.emit(
-            BackorderAllocated(
-                order_id=allocation.order_id,
-                line_no=allocation.line_no,
-                sku=item.sku,
-                qty=allocation.qty,
-                source=arrival.source,
-                source_id=arrival.source_id,
-                receipt_id=arrival.receipt_id,
-                cross_dock=cross_docked[allocation.key],
+    await store.fill_lines(session, run, served, crossed, now)
+    await store.record_supply(session, run, served, now)
+    shelved = {sku for result in served for sku, qty in result.put_away.items() if qty > 0}
+    seen = await store.shorts_seen(session, shelved) if shelved else {}
+    for (envelope, arrival), result, flags in zip(arrivals, served, crossed, strict=True):
+        for item, cross_dock in zip(result.allocations, flags, strict=True):
+            allocation = item.allocation
+            allocated = BackorderAllocated(
+                order_id=allocation.order_id, line_no=allocation.line_no, sku=item.sku, qty=allocation.qty,
+                source=arrival.source, source_id=arrival.source_id, receipt_id=arrival.receipt_id, cross_dock=cross_dock,
             )
-        )
-    shelved = {sku: qty for sku, qty in put_away.items() if qty > 0}
-    seen = await book.shorts_seen(session, shelved) if shelved else {}
-    for sku, qty in shelved.items():
-        uow.emit(
-            GoodsPutAway(sku=sku, qty=qty, source=arrival.source, source_id=arrival.source_id, shorts_seen=seen.get(sku, 0))
-        )
-    await book.redate(uow, policies, EtaReason.QUEUE_MOVED)
+            uow.emit(allocated, cause=envelope)
+        for sku, qty in result.put_away.items():
+            if qty > 0:
+                put_away = GoodsPutAway(sku=sku, qty=qty, source=arrival.source, source_id=arrival.source_id,
+                                        shorts_seen=seen.get(sku, 0))
+                uow.emit(put_away, cause=envelope)
+    causes = {sku: envelope for envelope, arrival in arrivals for sku in arrival.units}  # the last arrival of each SKU
+    announce(uow, await redate(uow, {sku: policies[sku] for sku in supply}, EtaReason.QUEUE_MOVED), causes)
+
+
+async def redate(
+    uow: UnitOfWork, policies: Mapping[str, PriorityPolicy], reason: EtaReason, entering: Collection[LineKey] = ()
+) -> list[DateMove]:
+    """Project the promised date of every waiting line of the (locked) SKUs from their inbound
+    supply and store the dates that moved; returns the moves, for `announce`."""
+    if not policies:
+        return []
+    book, inbound = await store.datable_books(uow.session, sorted(policies))
+    moves = date_moves(book, inbound, policies, reason, entering)
+    await store.save_promised_dates(uow.session, moves)
+    return moves
+
+
+def announce(uow: UnitOfWork, moves: Sequence[DateMove], causes: Mapping[str, Envelope] | None = None) -> int:
+    """EtaChanged for every line whose date moved, except lines entering the book (their
+    BackorderBooked carries the date); `causes`: the event that moved each SKU's dates, when a run
+    of events is applied at once. Returns the lines re-dated."""
+    for move in moves:
+        if move.reason is not EtaReason.BOOKED:
+            changed = EtaChanged(order_id=move.key[0], line_no=move.key[1], sku=move.sku, previous_date=move.previous,
+                                 new_date=move.new, reason=move.reason.value)
+            uow.emit(changed, cause=causes.get(move.sku) if causes else None)
+    return len(moves)
 
 
 HANDLERS = Handlers.by_class({
-    StockShort: each(on_stock_short),
+    StockShort: on_stock_short,
     LineCancelled: each(on_line_cancelled),
-    GoodsReceived: each(on_goods_received),
-    StockReleased: each(on_stock_released),
+    GoodsReceived: on_goods_received,
+    StockReleased: on_stock_released,
     PurchaseOrderChanged: each(on_purchase_order_changed),
-    OrderPlaced: each(on_order_placed),
+    OrderPlaced: on_order_placed,
 })

@@ -1,7 +1,7 @@
 """Allocator tables: the backorder book, what was allocated from which supply, inbound supply and policies.
 
 The schema is created by the hand-written migration (migrations/versions/0001_initial.py); these
-models document it and give Alembic its metadata. Hot paths use set-based SQL in book.py.
+models document it and give Alembic its metadata. Hot paths use set-based SQL in store.py.
 """
 
 from datetime import date, datetime

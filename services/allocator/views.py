@@ -3,59 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.allocator.domain import PriorityPolicy, WaitingLine, policy_in_force, queue_order
-
-
-class BackorderRead(BaseModel):
-    sku: str
-    position: int = Field(description="1-based place in the SKU's queue under the policy in force")
-    order_id: UUID
-    line_no: int
-    qty_waiting: int
-    qty_allocated: int
-    tier: str
-    policy: PriorityPolicy
-    promised_date: date | None
-    ordered_at: datetime
-    age_seconds: float
-
-
-class BackorderPage(BaseModel):
-    items: list[BackorderRead]
-    total: int
-    limit: int
-    offset: int
-
-
-class SkuStatsRead(BaseModel):
-    sku: str
-    lines_waiting: int
-    units_waiting: int
-    oldest_age_seconds: float | None
-    fill_time_p50_seconds: float | None
-    fill_time_p90_seconds: float | None
-    lines_ordered: int
-    lines_backordered: int
-    backorder_rate: float | None = Field(description="lines backordered / lines ordered; null before any order is counted")
-
-
-class StatsRead(BaseModel):
-    items: list[SkuStatsRead]
-
-
-class PoliciesRead(BaseModel):
-    global_policy: PriorityPolicy = Field(serialization_alias="global")
-    skus: dict[str, PriorityPolicy]
-
+from services.allocator.schemas import BackorderPage, BackorderRead, PoliciesRead, SkuStatsRead, StatsRead
 
 SELECT_WAITING = text(
     """

@@ -11,8 +11,10 @@ import httpx
 import pytest
 from e2e.kit import new_sku, order_body, set_policy
 from integration.lock_race import race
+from support import envelope_for
 
-from services.allocator import api, book, handlers
+from services.allocator import handlers, store
+from services.allocator.domain import PriorityPolicy
 from shared.bus.outbox import UnitOfWork
 from shared.events import BackorderAllocated, StockReleased
 
@@ -33,13 +35,14 @@ async def test_an_arrival_that_waited_for_a_policy_change_serves_by_the_new_poli
     standard, vip = placed
 
     async def tier_first(uow: UnitOfWork) -> None:  # what PUT /v1/policies/skus/{sku} does
-        await book.lock_book(uow.session, [sku])
-        await uow.session.execute(api.UPSERT_POLICY, {"scope": sku, "policy": "tier", "now": datetime.now(UTC)})
+        await store.lock_book(uow.session, [sku])
+        await store.save_policy(uow.session, sku, PriorityPolicy.TIER, datetime.now(UTC))
 
     decided: list[BackorderAllocated] = []
 
     async def one_unit_arrives(uow: UnitOfWork) -> None:
-        await handlers.on_stock_released(StockReleased(release_id=uuid4(), sku=sku, qty=1, reason="count"), uow)
+        released = StockReleased(release_id=uuid4(), sku=sku, qty=1, reason="count")
+        await handlers.on_stock_released([(envelope_for(released), released)], uow)
         decided.extend(p.event for p in uow.pending if isinstance(p.event, BackorderAllocated))
 
     await race(stack, "allocator", tier_first, one_unit_arrives, commit_second=False)

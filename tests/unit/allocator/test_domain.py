@@ -14,17 +14,30 @@ from hypothesis import strategies as st
 
 from services.allocator.domain import (
     Allocation,
+    Arrival,
+    DateMove,
     EtaChange,
+    EtaReason,
     InboundSupply,
     LineKey,
     OrderProgress,
     PriorityPolicy,
+    Served,
+    SkuAllocation,
+    SupplyConflict,
     WaitingLine,
     allocate,
+    allocate_in_turn,
     cross_dock,
+    cross_dock_in_turn,
+    date_moves,
     eta_changes,
+    first_arrivals,
     project_promised_dates,
+    queue_head,
+    queue_may_move_between,
     queue_order,
+    serve_in_turn,
 )
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -552,3 +565,99 @@ def test_a_promised_date_is_an_expected_arrival_that_covers_the_line(
             arriving_by = sum(s.qty for s in open_supply if s.expected_at <= promised_date)
             arriving_before = sum(s.qty for s in open_supply if s.expected_at < promised_date)
             assert arriving_before < position_end <= arriving_by
+
+
+# --- a run of arrivals served together -----------------------------------------------
+
+
+def receipt(number: int, **units: int) -> Arrival:
+    return Arrival("receipt", f"R-{number}", f"R-{number}", dict(sorted(units.items())))
+
+
+@given(book=books, supplies=st.lists(st.integers(0, 60), max_size=5), policy=st.sampled_from(PriorityPolicy))
+def test_arrivals_allocated_in_turn_get_what_each_gets_from_the_book_the_one_before_left(
+    book: list[WaitingLine], supplies: list[int], policy: PriorityPolicy
+) -> None:
+    one_by_one = []
+    remaining_book: list[WaitingLine] = list(book)
+    for supply in supplies:
+        result = allocate(remaining_book, supply, policy)
+        one_by_one.append(result)
+        remaining_book = left_in_book(remaining_book, result.allocations)
+
+    assert allocate_in_turn(book, supplies, policy) == one_by_one
+
+
+@given(
+    book_a=books,
+    book_b=books,
+    arrivals=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), max_size=4),
+    policy_a=st.sampled_from(PriorityPolicy),
+    policy_b=st.sampled_from(PriorityPolicy),
+)
+def test_a_run_served_from_the_head_its_total_supply_reaches_gets_what_each_arrival_gets_from_the_whole_book(
+    book_a: list[WaitingLine], book_b: list[WaitingLine], arrivals: list[tuple[int, int]],
+    policy_a: PriorityPolicy, policy_b: PriorityPolicy,
+) -> None:
+    run = [receipt(n, **{sku: qty for sku, qty in (("A", a), ("B", b)) if qty}) for n, (a, b) in enumerate(arrivals)]
+    policies = {"A": policy_a, "B": policy_b}
+    books_now = {"A": list(book_a), "B": list(book_b)}
+    total = {sku: sum(arrival.units.get(sku, 0) for arrival in run) for sku in policies}
+    heads = {sku: queue_head(queue_order(books_now[sku], policies[sku]), total[sku], policies[sku]) for sku in policies}
+
+    served = serve_in_turn(run, heads, policies)
+
+    for arrival, result in zip(run, served, strict=True):
+        for sku, qty in arrival.units.items():
+            alone = allocate(books_now[sku], qty, policies[sku])
+            assert [a.allocation for a in result.allocations if a.sku == sku] == list(alone.allocations)
+            assert result.put_away[sku] == alone.put_away
+            books_now[sku] = left_in_book(books_now[sku], alone.allocations)
+        assert list(result.put_away) == list(arrival.units)
+
+
+def test_each_arrival_cross_docks_on_the_orders_as_the_arrivals_before_it_left_them() -> None:
+    orders = {ORDER_A: OrderProgress(False, units_waiting=5, lines_unregistered=0)}
+    run = [receipt(1, A=2), Arrival("release", "REL-1", None, {"A": 1}), receipt(2, B=2)]
+    served = [
+        Served((SkuAllocation("A", Allocation(ORDER_A, 1, 2)),), {"A": 0}),
+        Served((SkuAllocation("A", Allocation(ORDER_A, 1, 1)),), {"A": 0}),
+        Served((SkuAllocation("B", Allocation(ORDER_A, 2, 2)),), {"B": 0}),
+    ]
+
+    decisions = cross_dock_in_turn(run, served, orders)
+
+    # The first leaves 3 waiting: held. The pick from the shelf never cross-docks, but what it
+    # took no longer waits, so the third completes the order.
+    assert decisions == [[False], [False], [True]]
+    assert orders[ORDER_A].units_waiting == 5  # the caller's progress is left as read
+
+
+def test_supply_seen_before_or_earlier_in_the_run_is_served_once_and_other_units_under_its_id_are_refused() -> None:
+    applied = {("receipt", "R-1"): {"A": 2}}
+    run = [("e1", receipt(1, A=2)), ("e2", receipt(2, A=3)), ("e3", receipt(2, A=3)), ("e4", receipt(3, B=1))]
+
+    assert first_arrivals(run, applied) == [run[1], run[3]]
+    with pytest.raises(SupplyConflict, match="already applied"):
+        first_arrivals([*run, ("e5", receipt(2, A=4))], applied)
+
+
+def test_only_due_date_queues_shared_by_two_events_of_a_run_may_move_between_them() -> None:
+    run = [receipt(1, A=1, B=1), receipt(2, A=1, C=1), receipt(3, B=2)]
+    policies = {"A": PriorityPolicy.DUE_DATE, "B": PriorityPolicy.FIFO, "C": PriorityPolicy.DUE_DATE}
+
+    assert queue_may_move_between((arrival.units for arrival in run), policies) == {"A"}
+    assert queue_may_move_between([["C"], ["A"], ["C"]], policies) == {"C"}
+
+
+def test_re_dating_moves_lines_for_the_reason_given_and_lines_entering_as_booked() -> None:
+    old, new = waiting(ORDER_A, 4, minutes=0), waiting(ORDER_B, 4, minutes=1)
+    book = {"SKU-1": {old: MARCH_20, new: None}}
+    inbound = {"SKU-1": [InboundSupply("PO-1", 4, MARCH_10), InboundSupply("PO-2", 4, MARCH_25)]}
+
+    moves = date_moves(book, inbound, {"SKU-1": PriorityPolicy.FIFO}, EtaReason.QUEUE_MOVED, entering={new.key})
+
+    assert moves == [
+        DateMove("SKU-1", old.key, MARCH_20, MARCH_10, EtaReason.QUEUE_MOVED),
+        DateMove("SKU-1", new.key, None, MARCH_25, EtaReason.BOOKED),
+    ]

@@ -1,0 +1,63 @@
+"""What the allocator API accepts and shows: request and response models, apart from the tables."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.allocator.domain import PriorityPolicy
+
+
+class PolicyUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policy: PriorityPolicy
+
+
+class PolicyRead(BaseModel):
+    scope: str
+    policy: PriorityPolicy
+    lines_redated: int
+
+
+class PoliciesRead(BaseModel):
+    global_policy: PriorityPolicy = Field(serialization_alias="global")
+    skus: dict[str, PriorityPolicy]
+
+
+class BackorderRead(BaseModel):
+    sku: str
+    position: int = Field(description="1-based place in the SKU's queue under the policy in force")
+    order_id: UUID
+    line_no: int
+    qty_waiting: int
+    qty_allocated: int
+    tier: str
+    policy: PriorityPolicy
+    promised_date: date | None
+    ordered_at: datetime
+    age_seconds: float
+
+
+class BackorderPage(BaseModel):
+    items: list[BackorderRead]
+    total: int
+    limit: int
+    offset: int
+
+
+class SkuStatsRead(BaseModel):
+    sku: str
+    lines_waiting: int
+    units_waiting: int
+    oldest_age_seconds: float | None
+    fill_time_p50_seconds: float | None
+    fill_time_p90_seconds: float | None
+    lines_ordered: int
+    lines_backordered: int
+    backorder_rate: float | None = Field(description="lines backordered / lines ordered; null before any order is counted")
+
+
+class StatsRead(BaseModel):
+    items: list[SkuStatsRead]
