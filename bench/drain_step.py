@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from bench.drain_bus import Receipt
 from services.allocator import handlers, store
-from services.allocator.domain import EtaReason
+from services.allocator.domain.dates import EtaReason
 from shared.bus.outbox import UnitOfWork
 from shared.db import create_engine, session_factory
 from shared.events import Envelope, GoodsReceived

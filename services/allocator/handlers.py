@@ -13,15 +13,13 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
 from services.allocator import store
-from services.allocator.domain import (
+from services.allocator.domain.dates import DateMove, EtaReason, date_moves
+from services.allocator.domain.queue import (
     Arrival,
-    DateMove,
-    EtaReason,
     LineKey,
     PriorityPolicy,
     SupplyConflict,
     cross_dock_in_turn,
-    date_moves,
     first_arrivals,
     policy_in_force,
     queue_may_move_between,

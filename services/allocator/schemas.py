@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.allocator.domain import PriorityPolicy
+from services.allocator.domain.queue import PriorityPolicy
 
 
 class PolicyUpdate(BaseModel):

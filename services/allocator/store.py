@@ -14,10 +14,9 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.allocator.domain import (
+from services.allocator.domain.dates import DateMove, InboundSupply
+from services.allocator.domain.queue import (
     Arrival,
-    DateMove,
-    InboundSupply,
     LineKey,
     OrderProgress,
     PriorityPolicy,
@@ -199,9 +198,9 @@ async def count_lines_ordered(session: AsyncSession, lines: Mapping[str, int]) -
 # --- serving arrivals -------------------------------------------------------------------------
 
 # The head of each SKU's queue that a run of arrivals can reach (their total supply), in serving
-# order: the book in the policy's order (the same keys as domain.queue_order: vip first for "tier",
+# order: the book in the policy's order (the same keys as domain.queue.queue_order: vip first for "tier",
 # dated lines by first promised date for "due_date", then order time, order id, line) with a
-# running sum, cut where the units ahead of a line already use up the supply (domain.queue_head's
+# running sum, cut where the units ahead of a line already use up the supply (domain.queue.queue_head's
 # cut). The domain still decides; it just gets ~supply lines, not the whole book. complete_lines_first
 # may fill any line that fits, so it gets the whole book. Python and SQL are held together by a
 # property test for every policy (tests/integration/allocator/test_allocator_queue_order.py).

@@ -11,7 +11,7 @@ from uuid import UUID
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.allocator.domain import PriorityPolicy, WaitingLine, policy_in_force, queue_order
+from services.allocator.domain.queue import PriorityPolicy, WaitingLine, policy_in_force, queue_order
 from services.allocator.schemas import BackorderPage, BackorderRead, PoliciesRead, SkuStatsRead, StatsRead
 
 SELECT_WAITING = text(

@@ -16,7 +16,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.allocator.domain import PriorityPolicy, WaitingLine, allocate
+from services.allocator.domain.queue import PriorityPolicy, WaitingLine, allocate
 from shared.events import GoodsReceived, ReceivedLine, StockShort, Stream
 from shared.settings import Settings
 from tests.support import events_of, publish

@@ -14,7 +14,7 @@ from integration.lock_race import race
 from support import envelope_for
 
 from services.allocator import handlers, store
-from services.allocator.domain import PriorityPolicy
+from services.allocator.domain.queue import PriorityPolicy
 from shared.bus.outbox import UnitOfWork
 from shared.events import BackorderAllocated, StockReleased
 

@@ -1,7 +1,7 @@
-"""The queue order is written twice: in Python (`domain.queue_order`, which the domain allocates
+"""The queue order is written twice: in Python (`domain.queue.queue_order`, which the domain allocates
 and the book view ranks by) and in SQL (the store's queue-heads statement, which picks what an
 arrival can reach). For random books and every policy, the SQL returns the lines in the domain's
-order, and cuts the queue where the domain does (`domain.queue_head`). Each example writes a
+order, and cuts the queue where the domain does (`domain.queue.queue_head`). Each example writes a
 scratch SKU's book in a transaction on the session's allocator database and rolls it back."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.allocator import store
-from services.allocator.domain import PriorityPolicy, WaitingLine, queue_head, queue_order
+from services.allocator.domain.queue import PriorityPolicy, WaitingLine, queue_head, queue_order
 
 pytestmark = pytest.mark.asyncio
 

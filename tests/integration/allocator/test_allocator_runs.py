@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from support import envelope_for
 
 from services.allocator import handlers, store
-from services.allocator.domain import PriorityPolicy
+from services.allocator.domain.queue import PriorityPolicy
 from shared.bus.outbox import UnitOfWork
 from shared.events import (
     BackorderAllocated,

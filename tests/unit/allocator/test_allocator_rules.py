@@ -9,16 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.allocator.domain import (
-    EtaChange,
-    EtaReason,
-    OrderProgress,
-    PriorityPolicy,
-    eta_reasons,
-    order_progress,
-    policy_in_force,
-    supply_per_sku,
-)
+from services.allocator.domain.dates import EtaChange, EtaReason, eta_reasons
+from services.allocator.domain.queue import OrderProgress, PriorityPolicy, order_progress, policy_in_force, supply_per_sku
 
 ORDER_A = UUID(int=1)
 ORDER_B = UUID(int=2)

@@ -12,13 +12,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.allocator.domain import (
-    Allocation,
-    Arrival,
+from services.allocator.domain.dates import (
     DateMove,
     EtaChange,
     EtaReason,
     InboundSupply,
+    date_moves,
+    eta_changes,
+    project_promised_dates,
+)
+from services.allocator.domain.queue import (
+    Allocation,
+    Arrival,
     LineKey,
     OrderProgress,
     PriorityPolicy,
@@ -30,10 +35,7 @@ from services.allocator.domain import (
     allocate_in_turn,
     cross_dock,
     cross_dock_in_turn,
-    date_moves,
-    eta_changes,
     first_arrivals,
-    project_promised_dates,
     queue_head,
     queue_may_move_between,
     queue_order,
