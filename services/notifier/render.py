@@ -40,7 +40,13 @@ def _format_day(value: date, this_year: bool, locale: str) -> str:
 
 @pass_context
 def _number(context: Context, value: float) -> str:
-    return format_decimal(value, locale=context["locale"])
+    return _format_number(value, context["locale"])
+
+
+@lru_cache(maxsize=4096)
+def _format_number(value: float, locale: str) -> str:
+    """Cached: quantities repeat (1, 2, 3 units), and Babel parses the locale's pattern every call."""
+    return str(format_decimal(value, locale=locale))
 
 
 @pass_context
@@ -58,6 +64,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,  # templates change with a deploy, not while running: no stat() per render
     )
     env.filters.update(day=_day, number=_number, percent=_percent)
     return env
@@ -70,6 +77,11 @@ def template_names(language: str) -> set[str]:
 def babel_locale(locale: str, language: str) -> str:
     """The customer's own locale for dates and numbers (en-GB: "12 December") when it is a variant
     of the language we write in and Babel knows it; otherwise the language's default."""
+    return _babel_locale(locale, language)
+
+
+@lru_cache(maxsize=1024)
+def _babel_locale(locale: str, language: str) -> str:
     candidate = locale.replace("-", "_")
     if candidate.split("_")[0].lower() != language:
         return language
