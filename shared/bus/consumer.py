@@ -225,7 +225,7 @@ class EventConsumer:
         except DeadLetterFailed as error:
             await self._read_again(batch, error)
             return
-        crash_point(CONSUMER_AFTER_DB_COMMIT)
+        crash_point(CONSUMER_AFTER_DB_COMMIT, passes=len(usable))
         if done:
             await self._commit(done)
 

@@ -35,11 +35,13 @@ _ARMED = _armed()
 _passes: dict[str, int] = {}
 
 
-def crash_point(point: str) -> None:
-    """Die here with SIGKILL (no cleanup, no flush) if FAULT_CRASH_AT names this point and pass."""
+def crash_point(point: str, passes: int = 1) -> None:
+    """Die here with SIGKILL (no cleanup, no flush) if FAULT_CRASH_AT names this point and pass.
+    `passes`: how many passes this one counts for; a consumer's commit counts each event it
+    applied, so "the N-th pass" means the same whether a poll brought one event or fifty."""
     if _ARMED is None or _ARMED[0] != point:
         return
-    _passes[point] = _passes.get(point, 0) + 1
+    _passes[point] = _passes.get(point, 0) + passes
     if _passes[point] >= _ARMED[1]:
         log.warning("crash point %s reached (pass %d): killing this process", point, _passes[point])
         logging.shutdown()

@@ -18,7 +18,8 @@ from faults.scenario import Arm, Fault, report, run_scenario
 from shared.bus.crashpoints import CONSUMER_AFTER_DB_COMMIT, RELAY_AFTER_PUBLISH, RELAY_BEFORE_PUBLISH
 from shared.settings import SERVICES
 
-# Per service, the crash points it dies at one after the other (each at its third pass).
+# Per service, the crash points it dies at one after the other, each at its third pass (for a
+# consumer: the commit that applies its third event, however many a poll brought).
 CRASHES = {
     "consumers": {"inventory": [CONSUMER_AFTER_DB_COMMIT], "allocator": [CONSUMER_AFTER_DB_COMMIT]},
     "relay": {"orders": [RELAY_BEFORE_PUBLISH, RELAY_AFTER_PUBLISH]},
