@@ -20,5 +20,5 @@ async def kill_the_broker(stack: FaultStack, flow: Flow) -> None:
 
 
 async def test_a_lost_broker_is_rebuilt_from_the_databases(fault_stack) -> None:
-    _, problems = await run_scenario(fault_stack, FlowConfig(seed=61, duration_s=7), kill_the_broker, label="broker")
+    _, problems = await run_scenario(fault_stack, FlowConfig(seed=61, duration_s=6), kill_the_broker, label="broker")
     assert not problems, report(problems)

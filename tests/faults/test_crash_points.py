@@ -77,7 +77,7 @@ def kill_at_random(seed: int) -> Fault:
 
 @pytest.mark.parametrize("plan", CRASHES.values(), ids=CRASHES.keys())
 async def test_crash_at_each_named_point_loses_nothing(fault_stack, plan: dict[str, Sequence[str]]) -> None:
-    config = FlowConfig(seed=11, duration_s=6)
+    config = FlowConfig(seed=11, duration_s=5)
     _, problems = await run_scenario(fault_stack, config, crash_at(plan), label="crash", arm=armed(plan))
     assert not problems, report(problems)
 
@@ -88,5 +88,5 @@ SEED = int(os.environ.get("FAULT_SEED", "16"))
 
 async def test_kill_of_a_random_service_at_a_random_moment_loses_nothing(fault_stack) -> None:
     """Seed 16 (the default) kills the allocator 1.7 s into the flow."""
-    _, problems = await run_scenario(fault_stack, FlowConfig(seed=SEED, duration_s=5), kill_at_random(SEED), label="kill")
+    _, problems = await run_scenario(fault_stack, FlowConfig(seed=SEED, duration_s=4), kill_at_random(SEED), label="kill")
     assert not problems, f"seed {SEED}: {report(problems)}"

@@ -21,6 +21,6 @@ async def kill_everything_and_run_again(stack: FaultStack, flow: Flow) -> None:
 
 
 async def test_kill_everything_and_start_again_loses_nothing(fault_stack) -> None:
-    config = FlowConfig(seed=71, duration_s=7)
+    config = FlowConfig(seed=71, duration_s=5)
     _, problems = await run_scenario(fault_stack, config, kill_everything_and_run_again, label="all", settle_timeout=120)
     assert not problems, report(problems)

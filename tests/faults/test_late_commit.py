@@ -49,5 +49,5 @@ async def place_order_committing_late(stack: FaultStack, flow: Flow) -> None:
 
 
 async def test_a_late_committing_outbox_row_is_still_published(fault_stack) -> None:
-    _, problems = await run_scenario(fault_stack, FlowConfig(seed=41, duration_s=5), place_order_committing_late, label="late")
+    _, problems = await run_scenario(fault_stack, FlowConfig(seed=41, duration_s=4), place_order_committing_late, label="late")
     assert not problems, report(problems)

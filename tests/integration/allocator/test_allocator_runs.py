@@ -198,7 +198,7 @@ def line_orders(*lines: tuple[int, str, int], partial: bool = True) -> list[dict
 DUE_DATE_ON_A = {"A": PriorityPolicy.DUE_DATE, "B": PriorityPolicy.FIFO}
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(orders=orders_strategy, chosen=policies, pos=purchase_orders, repeats=st.lists(st.integers(0, 20), max_size=3))
 # Under due_date the line booked (and promised) first is ahead of an older line booked after it.
 @example(orders=line_orders((3, "A", 3), (0, "A", 3)), chosen=DUE_DATE_ON_A, pos={"A": [(3, 10)], "B": []}, repeats=[])
@@ -226,7 +226,7 @@ async def test_a_run_of_short_lines_books_what_booking_them_one_by_one_does(
     assert_told_what_is_stored(one_by_one, state_one_by_one)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(orders=orders_strategy, chosen=policies, pos=purchase_orders, receipts=receipts_strategy,
        repeats=st.lists(st.integers(0, 20), max_size=2), releases=releases_strategy)
 # The second receipt completes an order the first one only started: it cross-docks, the first is held.
