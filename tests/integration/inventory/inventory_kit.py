@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from support import envelope_for, events_of, eventually, publish
 
+from shared.devstack.mailsink import free_port
 from shared.events import Customer, Envelope, Event, OrderedLine, OrderPlaced
 
 BUCKETS = ("available", "reserved", "pending", "cross_docked", "shipped", "received", "counted_in", "counted_out", "backordered")
@@ -87,7 +88,7 @@ class InventoryKit:
     @asynccontextmanager
     async def second_instance(self, service: str) -> AsyncIterator[None]:
         """Another instance of a service in the same consumer group, for as long as the block runs."""
-        port = self.stack.settings.port(service) + 100
+        port = free_port()  # not a fixed offset: TEST_PORT_BASE + 101..104 are the fault stack's, alive all session
         key = f"{service}-{port}"
         process = self.stack.start_service(service, port, key=key)
         try:
