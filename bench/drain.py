@@ -31,6 +31,7 @@ from bench.cpu import CpuMeter, stack_processes
 from bench.drain_book import Anchor, SeededLine, book_state, remove_run, seed_book, seed_purchase_orders, time_anchor, vacuum
 from bench.drain_bus import AllocationWatcher, Receipt, Seen, publish_receipts, split_receipts, warm_up
 from bench.drain_step import AllocationStep, date_book, time_allocation_step
+from bench.measures import drop_database, percentile
 from shared.devstack.stack import REPO, Devstack
 from shared.settings import Settings
 
@@ -119,14 +120,6 @@ class DrainResult:
             },
         )
         return data
-
-
-def percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile (share in 0..1)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
 
 
 async def run_drain(stack: Devstack, config: DrainConfig, progress: bool = False) -> DrainResult:
@@ -384,14 +377,6 @@ async def bench(config: DrainConfig) -> tuple[list[DrainResult], str]:
         return results, where
     finally:
         await stack.stop()
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def median_run(results: list[DrainResult]) -> DrainResult:

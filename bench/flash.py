@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import psutil
 
@@ -37,6 +36,7 @@ from bench.flash_load import Demand, Load, plan_stock, post_for
 from bench.flash_result import AnchorRun, FlashConfig, FlashResult, Window, report
 from bench.flash_stack import machine_cpu_seconds, peak_rss_mb, settle, stock_up, wait_idle
 from bench.flash_state import read_and_check, wait_settled
+from bench.measures import drop_database
 from shared.devstack.mailsink import free_port
 from shared.devstack.stack import REPO, Devstack
 from shared.settings import SERVICES, Settings
@@ -229,14 +229,6 @@ async def run_flash_sale(stack: Devstack, config: FlashConfig, progress: bool = 
     finally:
         if anchor is not None:
             await anchor.stop()
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def code_state() -> dict[str, Any]:

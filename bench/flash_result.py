@@ -3,25 +3,18 @@ anchor A2, CPU and memory per process, the ratios to A2, the goals, the checks, 
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.flash_load import Load
 from bench.flash_stack import SYSTEM
+from bench.measures import percentile
 from shared.settings import SERVICES
 
 ANCHOR_PORT = 18690
 
 
-def percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile (share in 0..1), as bench.drain's: not imported from there, which
-    would import the allocator's internals (drain_step) into a benchmark that uses only the API."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
 GOAL_ANCHOR_SHARE = 0.5  # settled orders/s >= half of A2's requests/s
 GOAL_STRETCH_PER_S = 1_000
 GOAL_CPU_RATIO = 3.0  # total CPU per order <= 3x A2's CPU per request
@@ -169,7 +162,6 @@ class FlashResult:
             "anchor_per_s": self.anchor_per_s, "anchor_cpu_ms_per_request": self.anchor_cpu_ms_per_request,
             "ratios": self.ratios(), "goals": self.goals(), "correct": self.correct,
         }
-
 
 
 def report(result: FlashResult, where: str) -> str:

@@ -32,7 +32,7 @@ import psutil
 from aiokafka import AIOKafkaProducer
 
 from bench.cpu import CpuMeter, stack_processes
-from bench.drain import drop_database, percentile
+from bench.measures import drop_database, percentile
 from services.notifier.settings import NotifierSettings
 from shared.devstack.mailsink import free_port
 from shared.devstack.stack import REPO, Devstack
