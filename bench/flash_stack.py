@@ -65,14 +65,9 @@ async def wait_idle(stack: Devstack, cores: float = 0.35, timeout_s: float = 90.
 
 async def settle(stack: Devstack, timeout_s: float) -> None:
     """Quiescent (every outbox sent, every consumer caught up), then the devstack's quiescence
-    probe closed: it is a consumer of every partition fetching every 10 ms, which would load the
-    broker and this process through the next window (about 0.15 cores here). The next
-    wait_quiescent opens a new one."""
+    probe closed, so it does not load the broker and this process through the next window."""
     await stack.wait_quiescent(timeout=timeout_s)
-    probe = getattr(stack, "_probe", None)
-    if probe is not None:
-        await probe.stop()
-        stack._probe = None
+    await stack.close_probe()
 
 
 async def stock_up(stack: Devstack, stock: dict[str, int], timeout_s: float = 60.0) -> None:

@@ -24,11 +24,8 @@ LINE_COLUMNS = ", ".join(f"l.{name}" for name in LINE_FIELDS)
 # read by a second statement, after the lock is held: a statement that waited for a lock sees only
 # the locked row's newest version, the rows it joined come from the snapshot taken before the wait,
 # and writing those back would undo what the writer we waited for committed (a cancel answered 200,
-# then lost).
-LOCK_ORDER = text("SELECT partial_allowed FROM orders WHERE id = :order_id FOR UPDATE")
-READ_LINES = text(f"SELECT {LINE_COLUMNS} FROM order_line l WHERE l.order_id = :order_id ORDER BY l.line_no")
-# A batch's orders, locked in id order (every writer that locks several orders does so in this
-# order, so two never deadlock), then their lines by a second statement, for the reason above.
+# then lost). Orders are locked in id order: every writer that locks several does so in this order,
+# so two never deadlock.
 LOCK_ORDERS = text("SELECT id, partial_allowed FROM orders WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE")
 READ_LINES_OF = text(
     f"SELECT l.order_id, {LINE_COLUMNS} FROM order_line l WHERE l.order_id = ANY(CAST(:ids AS uuid[])) "
@@ -105,13 +102,8 @@ async def lock_orders(session: AsyncSession, order_ids: Iterable[UUID]) -> dict[
 
 
 async def lock_order(session: AsyncSession, order_id: UUID) -> Order | None:
-    """Lock the order, then read its lines as they are once we hold the lock (see LOCK_ORDER)."""
-    partial_allowed = (await session.execute(LOCK_ORDER, {"order_id": order_id})).scalar_one_or_none()
-    if partial_allowed is None:
-        return None
-    rows = (await session.execute(READ_LINES, {"order_id": order_id})).all()
-    lines = tuple(Line(**dict(zip(LINE_FIELDS, row, strict=True))) for row in rows)
-    return Order(id=order_id, partial_allowed=partial_allowed, lines=lines)
+    """One order, locked, as lock_orders reads it."""
+    return (await lock_orders(session, [order_id])).get(order_id)
 
 
 async def save_lines(session: AsyncSession, before: Order, after: Order) -> None:

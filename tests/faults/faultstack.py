@@ -117,7 +117,7 @@ class FaultStack(Devstack):
             if service.log_file:
                 service.log_file.close()
         self.services.clear()
-        await self._drop_probe()
+        await self.close_probe()
 
         async def all_gone() -> bool:
             return not any(_alive(pid) for pid in family)
