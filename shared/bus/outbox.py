@@ -99,3 +99,23 @@ async def unit_of_work(
         uow = UnitOfWork(session=session, producer=producer, settings=settings, cause=cause)
         yield uow
         await uow.flush_events()
+
+
+OUTBOX_BACKLOG = text(
+    "SELECT count(*) AS unsent, EXTRACT(EPOCH FROM now() - min(created_at)) AS oldest_age_s "
+    "FROM outbox WHERE sent_at IS NULL"
+)
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    """Events committed but not yet published: what the relay still owes the broker."""
+
+    unsent: int
+    oldest_age_s: float  # 0 when nothing is waiting
+
+
+async def outbox_backlog(session: AsyncSession) -> OutboxBacklog:
+    """One read of a service's outbox backlog, for metrics, `fulfil lag` and the dashboard."""
+    row = (await session.execute(OUTBOX_BACKLOG)).one()
+    return OutboxBacklog(unsent=int(row.unsent), oldest_age_s=float(row.oldest_age_s or 0.0))
