@@ -36,8 +36,18 @@ class BackorderRead(BaseModel):
     tier: str
     policy: PriorityPolicy
     promised_date: date | None
+    covering_purchase_orders: list[str] = Field(
+        description="the open purchase orders whose units reach this line, in arrival order (empty: none yet)"
+    )
     ordered_at: datetime
     age_seconds: float
+
+
+class SupplyRead(BaseModel):
+    sku: str
+    purchase_order_id: str
+    qty_open: int = Field(description="units still to come (received units are not counted)")
+    expected_at: date
 
 
 class BackorderPage(BaseModel):
@@ -45,6 +55,7 @@ class BackorderPage(BaseModel):
     total: int
     limit: int
     offset: int
+    supply: list[SupplyRead] = Field(description="open purchase orders of the SKUs listed, by expected date")
 
 
 class SkuStatsRead(BaseModel):

@@ -452,11 +452,15 @@ async def datable_books(
     rows = (await session.execute(SELECT_DATABLE_BOOK, {"skus": list(skus)})).all()
     for sku, order_id, line_no, qty_waiting, ordered_at, tier, first_promised, promised in rows:
         book[sku][WaitingLine(order_id, line_no, sku, qty_waiting, ordered_at, tier, first_promised)] = promised
+    return book, await open_supply(session, book) if book else {}
+
+
+async def open_supply(session: AsyncSession, skus: Iterable[str]) -> dict[str, list[InboundSupply]]:
+    """Per SKU, the units still to come on open purchase orders (a unit received is not counted)."""
     supply: dict[str, list[InboundSupply]] = defaultdict(list)
-    if book:
-        for row in await session.execute(SELECT_INBOUND, {"skus": sorted(book)}):
-            supply[row.sku].append(InboundSupply(row.purchase_order_id, row.qty_open, row.expected_at))
-    return book, supply
+    for row in await session.execute(SELECT_INBOUND, {"skus": sorted(skus)}):
+        supply[row.sku].append(InboundSupply(row.purchase_order_id, row.qty_open, row.expected_at))
+    return supply
 
 
 async def datable(session: AsyncSession, skus: Iterable[str]) -> set[str]:

@@ -11,8 +11,10 @@ from uuid import UUID
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.allocator.domain.dates import cover_queue
 from services.allocator.domain.queue import PriorityPolicy, WaitingLine, policy_in_force, queue_order
-from services.allocator.schemas import BackorderPage, BackorderRead, PoliciesRead, SkuStatsRead, StatsRead
+from services.allocator.schemas import BackorderPage, BackorderRead, PoliciesRead, SkuStatsRead, StatsRead, SupplyRead
+from services.allocator.store import open_supply
 
 SELECT_WAITING = text(
     """
@@ -58,6 +60,7 @@ async def backorders(session: AsyncSession, sku: str | None, limit: int, offset:
     by_sku: dict[str, dict[tuple[UUID, int], Row[Any]]] = defaultdict(dict)
     for row in rows:
         by_sku[row.sku][(row.order_id, row.line_no)] = row
+    supply = await open_supply(session, [sku] if sku else by_sku)
     items: list[BackorderRead] = []
     for sku_name in sorted(by_sku):
         policy = in_force.skus.get(sku_name, in_force.global_policy)
@@ -66,7 +69,9 @@ async def backorders(session: AsyncSession, sku: str | None, limit: int, offset:
             WaitingLine(r.order_id, r.line_no, r.sku, r.qty_waiting, r.ordered_at, r.tier, r.first_promised_date)
             for r in sku_rows.values()
         ]
-        for position, line in enumerate(queue_order(book, policy), start=1):
+        queue = queue_order(book, policy)
+        covers = cover_queue(queue, supply.get(sku_name, ()))
+        for position, line in enumerate(queue, start=1):
             row = sku_rows[line.key]
             items.append(
                 BackorderRead(
@@ -79,11 +84,16 @@ async def backorders(session: AsyncSession, sku: str | None, limit: int, offset:
                     tier=line.tier,
                     policy=policy,
                     promised_date=row.promised_date,
+                    covering_purchase_orders=list(covers[line.key].purchase_orders),
                     ordered_at=line.ordered_at,
                     age_seconds=max((now - line.ordered_at).total_seconds(), 0.0),
                 )
             )
-    return BackorderPage(items=items[offset : offset + limit], total=len(items), limit=limit, offset=offset)
+    open_orders = [
+        SupplyRead(sku=sku_name, purchase_order_id=s.purchase_order_id, qty_open=s.qty, expected_at=s.expected_at)
+        for sku_name in sorted(supply) for s in sorted(supply[sku_name], key=lambda s: (s.expected_at, s.purchase_order_id))
+    ]
+    return BackorderPage(items=items[offset : offset + limit], total=len(items), limit=limit, offset=offset, supply=open_orders)
 
 
 async def stats(session: AsyncSession, sku: str | None, now: datetime) -> StatsRead:

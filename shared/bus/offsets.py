@@ -8,7 +8,7 @@ partition, fetches at most a few bytes per partition to learn it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -71,10 +71,22 @@ async def consumed_offsets(
     highwater: no consumer needs its messages again."""
     consumed = dict(highwaters)
     for group, topics in readers.items():
-        partitions = [tp for tp in highwaters if tp.topic in topics]
-        if partitions:  # always name the partitions: without them the embedded broker drops the connection
-            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-            for tp in partitions:
-                meta = committed.get(tp)
-                consumed[tp] = min(consumed[tp], meta.offset if meta is not None and meta.offset >= 0 else 0)
+        committed = await committed_offsets(admin, group, [tp for tp in highwaters if tp.topic in topics])
+        for tp, offset in committed.items():
+            consumed[tp] = min(consumed[tp], offset)
     return consumed
+
+
+async def committed_offsets(
+    admin: AIOKafkaAdminClient, group: str, partitions: Sequence[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The group's committed offset of each partition; 0 where it committed nothing yet."""
+    if not partitions:
+        return {}
+    # Always name the partitions: without them the embedded broker drops the connection.
+    committed = await admin.list_consumer_group_offsets(group, partitions=list(partitions))
+    offsets = {}
+    for tp in partitions:
+        meta = committed.get(tp)
+        offsets[tp] = meta.offset if meta is not None and meta.offset >= 0 else 0
+    return offsets

@@ -24,7 +24,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from shared.bus.offsets import HighwaterProbe
+from shared.bus.offsets import HighwaterProbe, committed_offsets
 from shared.db import migrate
 from shared.devstack.embedded import DevstackError, EmbeddedBroker, EmbeddedPostgres, ensure_databases, ensure_topics
 from shared.devstack.mailsink import MailSink
@@ -220,7 +220,7 @@ class Devstack:
 
     async def unsent_outbox_rows(self) -> int:
         total = 0
-        for name in {service.name for service in self.services.values()}:
+        for name in {service.name for service in self.services.values()} & set(SERVICES):
             conn = await asyncpg.connect(self.database_url(name))
             try:
                 total += await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
@@ -236,15 +236,10 @@ class Devstack:
         await admin.start()
         try:
             lag = 0
-            for group in {service.name for service in self.services.values()}:
-                streams = SUBSCRIPTIONS[group]
-                topics = {self.settings.topic(s) for s in streams}
-                partitions = [tp for tp in high if tp.topic in topics]
-                committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-                for tp in partitions:
-                    meta = committed.get(tp)
-                    done = meta.offset if meta is not None and meta.offset >= 0 else 0
-                    lag += max(high[tp] - done, 0)
+            for group in {service.name for service in self.services.values()} & set(SUBSCRIPTIONS):
+                topics = {self.settings.topic(s) for s in SUBSCRIPTIONS[group]}
+                committed = await committed_offsets(admin, group, [tp for tp in high if tp.topic in topics])
+                lag += sum(max(high[tp] - done, 0) for tp, done in committed.items())
             return lag
         finally:
             await admin.close()

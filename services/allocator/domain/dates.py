@@ -42,8 +42,22 @@ class DateMove:
     reason: EtaReason
 
 
+@dataclass(frozen=True)
+class Cover:
+    """What the open purchase orders promise one waiting line: the date (None when they do not
+    reach every unit of it) and the purchase orders whose units reach it, in arrival order."""
+
+    promised: date | None
+    purchase_orders: tuple[str, ...]
+
+
 def project_promised_dates(queue: Sequence[WaitingLine], inbound: Iterable[InboundSupply]) -> dict[LineKey, date | None]:
-    """The date each waiting line can be promised, if the open purchase orders arrive as expected.
+    """The date each waiting line can be promised, if the open purchase orders arrive as expected."""
+    return {key: cover.promised for key, cover in cover_queue(queue, inbound).items()}
+
+
+def cover_queue(queue: Sequence[WaitingLine], inbound: Iterable[InboundSupply]) -> dict[LineKey, Cover]:
+    """Which arrivals reach each waiting line, and so its date.
 
     The queue must already be in priority order: a line is promised the arrival that
     covers every unit ahead of it plus its own, so a line split across two purchase
@@ -53,17 +67,25 @@ def project_promised_dates(queue: Sequence[WaitingLine], inbound: Iterable[Inbou
         (supply for supply in inbound if supply.qty > 0),
         key=lambda supply: (supply.expected_at, supply.purchase_order_id),
     )
-    promised: dict[LineKey, date | None] = {}
+    covers: dict[LineKey, Cover] = {}
     position_end = 0
     covered = 0
     next_supply = 0
+    first_reaching = 0  # the first supply that still has units for this line or those behind it
+    supplied_before_first = 0
     for line in queue:
+        position_start = position_end
         position_end += line.qty_waiting
         while covered < position_end and next_supply < len(supplies):
             covered += supplies[next_supply].qty
             next_supply += 1
-        promised[line.key] = supplies[next_supply - 1].expected_at if covered >= position_end else None
-    return promised
+        while first_reaching < next_supply and supplied_before_first + supplies[first_reaching].qty <= position_start:
+            supplied_before_first += supplies[first_reaching].qty
+            first_reaching += 1
+        promised = supplies[next_supply - 1].expected_at if covered >= position_end else None
+        reaching = dict.fromkeys(supply.purchase_order_id for supply in supplies[first_reaching:next_supply])
+        covers[line.key] = Cover(promised, tuple(reaching))
+    return covers
 
 
 def eta_changes(previous: Mapping[LineKey, date | None], current: Mapping[LineKey, date | None]) -> list[EtaChange]:
