@@ -127,7 +127,9 @@ def tail(
                 for record in sorted(await reader.history(), key=lambda r: (r.timestamp_ms, r.topic, r.partition, r.offset)):
                     show(record)
                 return
-            async for record in reader.follow(from_beginning):
+            where = "the beginning" if from_beginning else "the end"
+            announce = lambda: errors.print(f"following {len(reader.partitions)} partitions from {where}")  # noqa: E731
+            async for record in reader.follow(from_beginning, announce):
                 show(record)
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -70,13 +70,16 @@ class TopicReader:
                 progress(len(read), total)
         return read
 
-    async def follow(self, from_beginning: bool) -> AsyncIterator[StreamRecord]:
-        """Records as they arrive, for ever; from the beginning or from the ends as they are now."""
+    async def follow(self, from_beginning: bool, positioned: Callable[[], None] | None = None) -> AsyncIterator[StreamRecord]:
+        """Records as they arrive, for ever; from the beginning or from the ends as they are now.
+        `positioned` is called once the reader stands where it starts (nothing after it is missed)."""
         if from_beginning:
             await self._consumer.seek_to_beginning(*self.partitions)
         else:
             for tp, end in (await self.ends()).items():
                 self._consumer.seek(tp, end)
+        if positioned:
+            positioned()
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=1000)
             for records in batches.values():

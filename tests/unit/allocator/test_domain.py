@@ -16,7 +16,9 @@ from services.allocator.domain.dates import (
     DateMove,
     EtaChange,
     EtaReason,
+    Cover,
     InboundSupply,
+    cover_queue,
     date_moves,
     eta_changes,
     project_promised_dates,
@@ -295,6 +297,30 @@ def test_a_line_split_across_two_purchase_orders_is_promised_the_later_date() ->
         (ORDER_B, 1): MARCH_20,
         (ORDER_C, 1): MARCH_20,
     }
+
+
+def test_each_line_is_covered_by_the_purchase_orders_whose_units_reach_it() -> None:
+    queue = [waiting(ORDER_A, 4, minutes=0), waiting(ORDER_B, 4, minutes=1), waiting(ORDER_C, 4, minutes=2)]
+    inbound = [InboundSupply("PO-2", qty=5, expected_at=MARCH_20), InboundSupply("PO-1", qty=6, expected_at=MARCH_10)]
+
+    covers = cover_queue(queue, inbound)
+
+    # PO-1 brings units 1-6, PO-2 units 7-11: A (1-4) from PO-1, B (5-8) from both, C (9-12) only in
+    # part from PO-2, so C has no date yet but PO-2 is on its way to it.
+    assert covers == {
+        (ORDER_A, 1): Cover(MARCH_10, ("PO-1",)),
+        (ORDER_B, 1): Cover(MARCH_20, ("PO-1", "PO-2")),
+        (ORDER_C, 1): Cover(None, ("PO-2",)),
+    }
+    assert project_promised_dates(queue, inbound) == {key: cover.promised for key, cover in covers.items()}
+
+
+def test_a_line_behind_all_the_supply_is_covered_by_nothing() -> None:
+    queue = [waiting(ORDER_A, 6, minutes=0), waiting(ORDER_B, 1, minutes=1)]
+
+    covers = cover_queue(queue, [InboundSupply("PO-1", qty=6, expected_at=MARCH_10)])
+
+    assert covers[(ORDER_B, 1)] == Cover(None, ())
 
 
 def test_a_line_nothing_covers_is_promised_no_date() -> None:
