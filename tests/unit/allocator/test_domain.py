@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.allocator.domain.dates import (
+    Cover,
     DateMove,
     EtaChange,
     EtaReason,
-    Cover,
     InboundSupply,
     cover_queue,
     date_moves,
