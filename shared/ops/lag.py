@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared.bus.offsets import committed_offsets
 from shared.bus.outbox import outbox_backlog
 from shared.db import create_engine, session_factory
-from shared.ops.reader import TopicReader, reading
+from shared.ops.reader import TopicReader
 from shared.settings import SUBSCRIPTIONS, Settings
 
 
@@ -61,27 +61,65 @@ class LagReport:
         }
 
 
-async def consumer_lag(settings: Settings, now: datetime | None = None) -> list[PartitionLag]:
-    """Every group of the deployment (SUBSCRIPTIONS) on every partition it reads."""
-    now = now or datetime.now(UTC)
-    topics = {group: {settings.topic(stream) for stream in streams} for group, streams in SUBSCRIPTIONS.items()}
-    async with reading(settings.kafka_bootstrap_servers, set().union(*topics.values())) as reader:
-        ends = await reader.ends()
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-        await admin.start()
-        try:
-            committed = {
-                group: await committed_offsets(admin, group, [tp for tp in ends if tp.topic in group_topics])
-                for group, group_topics in topics.items()
-            }
-        finally:
-            await admin.close()
-        oldest = await _oldest_unconsumed(reader, committed, ends, now)
-    return [
-        PartitionLag(group, tp.topic, tp.partition, offset, ends[tp], max(ends[tp] - offset, 0), oldest.get((tp, offset)))
-        for group, offsets in committed.items()
-        for tp, offset in sorted(offsets.items())
-    ]
+class LagMonitor:
+    """Reads lag and outbox backlogs again and again with the same clients (the dashboard samples
+    every few seconds; starting a reader, an admin client and four pools per sample would cost more
+    than the sample). Every group of the deployment (SUBSCRIPTIONS) on every partition it reads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = {group: {settings.topic(stream) for stream in streams} for group, streams in SUBSCRIPTIONS.items()}
+        self._reader = TopicReader(settings.kafka_bootstrap_servers)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        self._engines = {service: create_engine(settings.service_database_url(service), 1) for service in SUBSCRIPTIONS}
+
+    async def start(self) -> None:
+        await self._reader.start(set().union(*self.topics.values()))
+        await self._admin.start()
+
+    async def close(self) -> None:
+        await self._reader.stop()
+        await self._admin.close()
+        for engine in self._engines.values():
+            await engine.dispose()
+
+    async def report(self) -> LagReport:
+        return LagReport(await self.consumer_lag(), await self.outbox_backlogs())
+
+    async def consumer_lag(self, now: datetime | None = None) -> list[PartitionLag]:
+        now = now or datetime.now(UTC)
+        ends = await self._reader.ends()
+        committed = {
+            group: await committed_offsets(self._admin, group, [tp for tp in ends if tp.topic in group_topics])
+            for group, group_topics in self.topics.items()
+        }
+        oldest = await _oldest_unconsumed(self._reader, committed, ends, now)
+        return [
+            PartitionLag(group, tp.topic, tp.partition, offset, ends[tp], max(ends[tp] - offset, 0), oldest.get((tp, offset)))
+            for group, offsets in committed.items()
+            for tp, offset in sorted(offsets.items())
+        ]
+
+    async def outbox_backlogs(self) -> list[ServiceBacklog]:
+        """Each service's unsent outbox rows; a database that cannot be read is reported, not fatal."""
+        backlogs = []
+        for service, engine in self._engines.items():
+            try:
+                async with session_factory(engine)() as session:
+                    backlog = await outbox_backlog(session)
+                backlogs.append(ServiceBacklog(service, backlog.unsent, backlog.oldest_age_s))
+            except Exception as error:  # an ops view of an outage must still show the rest
+                backlogs.append(ServiceBacklog(service, None, None, f"{type(error).__name__}: {error}"[:200]))
+        return backlogs
+
+
+async def lag_report(settings: Settings) -> LagReport:
+    monitor = LagMonitor(settings)
+    try:
+        await monitor.start()
+        return await monitor.report()
+    finally:
+        await monitor.close()
 
 
 async def _oldest_unconsumed(
@@ -102,23 +140,3 @@ async def _oldest_unconsumed(
             ages[(tp, round_offsets[tp])] = max((now - record.time).total_seconds(), 0.0)
         wanted = rest
     return ages
-
-
-async def outbox_backlogs(settings: Settings, services: tuple[str, ...] = tuple(SUBSCRIPTIONS)) -> list[ServiceBacklog]:
-    """Each service's unsent outbox rows; a database that cannot be read is reported, not fatal."""
-    backlogs = []
-    for service in services:
-        engine = create_engine(settings.service_database_url(service), 1)
-        try:
-            async with session_factory(engine)() as session:
-                backlog = await outbox_backlog(session)
-            backlogs.append(ServiceBacklog(service, backlog.unsent, backlog.oldest_age_s))
-        except Exception as error:  # an ops view of an outage must still show the rest
-            backlogs.append(ServiceBacklog(service, None, None, f"{type(error).__name__}: {error}"[:200]))
-        finally:
-            await engine.dispose()
-    return backlogs
-
-
-async def lag_report(settings: Settings) -> LagReport:
-    return LagReport(await consumer_lag(settings), await outbox_backlogs(settings))
