@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-unit soak lint bench migrate clean
+.PHONY: install run test test-unit soak lint bench migrate asyncapi clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench: install  ## benchmarks with same-run anchors (see bench/README.md): drain
 	$(BIN)/python -m bench.drain
 	$(BIN)/python -m bench.notify
 	$(BIN)/python -m bench.flash
+
+asyncapi: install  ## write docs/asyncapi.yaml (the event contract) from the event models; a unit test fails when it is stale
+	$(BIN)/python -m shared.asyncapi
 
 clean:
 	rm -rf $(VENV) .devstack .pytest_cache .mypy_cache .ruff_cache .hypothesis
