@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     inventory_port: int = SERVICE_PORTS["inventory"]
     allocator_port: int = SERVICE_PORTS["allocator"]
     notifier_port: int = SERVICE_PORTS["notifier"]
+    # The ops dashboard (`make run` starts it next to the services).
+    dashboard_port: int = 8000
 
     # Topic names (one per stream, each with a `<name>.dlq` twin).
     topic_orders: str = "orders"

@@ -93,10 +93,11 @@ async def stack(containers: None, smtp_server: RecordingSmtp, webhook_receiver: 
     os.environ.setdefault("DEVSTACK_KAFKA_PORT", "29093")
     for name, port in TEST_PORTS.items():
         os.environ[f"{name.upper()}_PORT"] = str(port)
+    os.environ["DASHBOARD_PORT"] = str(_BASE)
     test_stack = SessionStack(Settings(), log_to_files=True)
     try:
         only = os.environ.get("DEVSTACK_SERVICES")
-        await test_stack.start(tuple(only.split(",")) if only else SERVICES)
+        await test_stack.start(tuple(only.split(",")) if only else SERVICES, dashboard=not only)
         yield test_stack
     finally:
         await test_stack.stop(drain=False)

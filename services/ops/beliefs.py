@@ -57,3 +57,18 @@ async def order_beliefs(settings: Settings, order_id: UUID) -> dict[str, Any]:
 def _plain(row: asyncpg.Record) -> dict[str, Any]:
     """JSON-ready: dates and times as ISO 8601 text."""
     return {key: value.isoformat() if hasattr(value, "isoformat") else value for key, value in row.items()}
+
+
+NOTIFICATION_COUNTS = "SELECT channel, status, count(*) AS n FROM notification GROUP BY channel, status ORDER BY channel, status"
+RECENT_FAILURES = (
+    "SELECT order_id, kind, channel, attempts, last_error, created_at FROM notification"
+    " WHERE status = 'failed' ORDER BY created_at DESC LIMIT $1"
+)
+
+
+async def notification_summary(conn: asyncpg.Connection, failures: int = 10) -> dict[str, Any]:
+    """Messages per channel and status, and the latest given up, with why."""
+    counts: dict[str, dict[str, int]] = {}
+    for row in await conn.fetch(NOTIFICATION_COUNTS):
+        counts.setdefault(row["channel"], {})[row["status"]] = row["n"]
+    return {"counts": counts, "recent_failures": [_plain(row) for row in await conn.fetch(RECENT_FAILURES, failures)]}

@@ -127,9 +127,9 @@ def tail(
                 for record in sorted(await reader.history(), key=lambda r: (r.timestamp_ms, r.topic, r.partition, r.offset)):
                     show(record)
                 return
-            where = "the beginning" if from_beginning else "the end"
-            announce = lambda: errors.print(f"following {len(reader.partitions)} partitions from {where}")  # noqa: E731
-            async for record in reader.follow(from_beginning, announce):
+            await reader.start_at(beginning=from_beginning)
+            errors.print(f"following {len(reader.partitions)} partitions from {'the beginning' if from_beginning else 'the end'}")
+            async for record in reader.follow():
                 show(record)
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -12,7 +12,7 @@ import signal
 import sys
 
 from shared.devstack.embedded import DevstackError
-from shared.devstack.stack import Devstack
+from shared.devstack.stack import DASHBOARD, REPO, Devstack
 from shared.service import configure_logging
 from shared.settings import SERVICES, get_settings
 
@@ -28,10 +28,12 @@ async def run() -> int:
         loop.add_signal_handler(sig, stopping.set)
     drain, code = True, 0
     try:
-        await stack.start()
+        await stack.start(dashboard=True)
         print("\nBackorder fulfilment is running:", flush=True)
         for name in SERVICES:
             print(f"  {name:<10} {stack.base_url(name)}   (OpenAPI: {stack.base_url(name)}/docs)", flush=True)
+        print(f"dashboard    {stack.base_url(DASHBOARD)}/   (backorder book, live events, lag, dead letters)", flush=True)
+        print(f"  CLI        {REPO / '.venv' / 'bin' / 'fulfil'} --help   (tail, trace, book, stock, lag, dlq)", flush=True)
         print(f"  PostgreSQL {stack.settings.database_url}\n  Kafka      {stack.settings.kafka_bootstrap_servers}", flush=True)
         if stack.mail_sink is not None:
             sink = stack.mail_sink

@@ -44,6 +44,9 @@ BROKER_START_ATTEMPTS = 5
 # lost by a kill (unsent events wait in the outboxes, applied ones are in the inboxes), and a relay
 # draining towards a dead broker would only wait for its timeouts.
 RECOVERY_STOP_SECONDS = 3.0
+# Processes besides the four services, by name: the ops dashboard (no database, no consumer group).
+DASHBOARD = "dashboard"
+APPS = {DASHBOARD: "services.ops.dashboard:app"}
 
 
 @dataclass
@@ -107,7 +110,8 @@ class Devstack:
     def embedded(self) -> bool:
         return self.embedded_only or not (os.environ.get("DATABASE_URL") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
 
-    async def start(self, services: tuple[str, ...] = SERVICES) -> None:
+    async def start(self, services: tuple[str, ...] = SERVICES, dashboard: bool = False) -> None:
+        """Servers, then the services; with `dashboard`, the ops dashboard next to them."""
         if not os.environ.get("SMTP_HOST") and self.mail_sink is None:
             self.mail_sink = MailSink(self.root / "mail", self.settings.host, self.smtp_port)
             self.mail_sink.start()
@@ -115,6 +119,8 @@ class Devstack:
         await self.prepare(services)
         for name in services:
             self.start_service(name, self.settings.port(name))
+        if dashboard:
+            self.start_service(DASHBOARD, self.settings.dashboard_port)
         await self.wait_ready()
 
     async def start_servers(self) -> None:
@@ -157,7 +163,7 @@ class Devstack:
         if self.log_to_files:
             (self.root / "logs").mkdir(parents=True, exist_ok=True)
             log_file = open(self.root / "logs" / f"{key or name}.log", "ab")  # noqa: SIM115 (closed in stop)
-        command = [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", self.settings.host, "--port", str(port),
+        command = [sys.executable, "-m", "uvicorn", APPS.get(name, f"services.{name}.app:app"), "--host", self.settings.host, "--port", str(port),
                    "--no-access-log", "--timeout-graceful-shutdown", "10"]
         # A session of its own: Ctrl-C in the terminal reaches only the orchestrator, which drains first.
         env = {**self.service_env(), **(extra_env or {})}
@@ -367,7 +373,7 @@ class Devstack:
         """Graceful stop that loses nothing on a memory-only broker: close HTTP intake, let relays
         and consumers drain, stop the services, then the broker, then PostgreSQL."""
         for service in self.services.values():
-            if service.process.poll() is None:
+            if service.name in SERVICES and service.process.poll() is None:
                 service.process.send_signal(signal.SIGUSR1)
         if drain and self.services:
             try:

@@ -26,6 +26,7 @@ class TopicReader:
             fetch_max_wait_ms=50, max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self.partitions: list[TopicPartition] = []
+        self._probe = HighwaterProbe(bootstrap_servers)
 
     async def start(self, topics: Iterable[str]) -> None:
         await self._consumer.start()
@@ -38,15 +39,12 @@ class TopicReader:
         self._consumer.assign(self.partitions)
 
     async def stop(self) -> None:
+        await self._probe.stop()
         await self._consumer.stop()
 
     async def ends(self) -> dict[TopicPartition, int]:
         """Each partition's highwater now, learned by a probe's fetch."""
-        probe = HighwaterProbe(self.bootstrap_servers)
-        try:
-            return await probe.highwaters(self.partitions)
-        finally:
-            await probe.stop()
+        return await self._probe.highwaters(self.partitions)
 
     async def history(
         self, starts: Mapping[TopicPartition, int] | None = None, progress: Progress | None = None
@@ -70,16 +68,16 @@ class TopicReader:
                 progress(len(read), total)
         return read
 
-    async def follow(self, from_beginning: bool, positioned: Callable[[], None] | None = None) -> AsyncIterator[StreamRecord]:
-        """Records as they arrive, for ever; from the beginning or from the ends as they are now.
-        `positioned` is called once the reader stands where it starts (nothing after it is missed)."""
-        if from_beginning:
+    async def start_at(self, beginning: bool) -> None:
+        """Stand at the beginning or at the ends as they are now: `follow` misses nothing after."""
+        if beginning:
             await self._consumer.seek_to_beginning(*self.partitions)
         else:
             for tp, end in (await self.ends()).items():
                 self._consumer.seek(tp, end)
-        if positioned:
-            positioned()
+
+    async def follow(self) -> AsyncIterator[StreamRecord]:
+        """Records as they arrive, for ever, from where the reader stands."""
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=1000)
             for records in batches.values():

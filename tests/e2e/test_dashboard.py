@@ -1,0 +1,65 @@
+"""The ops dashboard in a real browser (Debian's Chromium, headless, driven by Playwright): the page
+loads, shows a backorder the test just created, and updates live when a receipt serves it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+from uuid import uuid4
+
+import pytest
+from e2e.kit import new_customer, new_sku, place_order, set_policy
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from shared.devstack.stack import DASHBOARD
+
+
+def chromium_path() -> str:
+    """`make test` installs Debian's chromium when it is missing (see the Makefile's browser target)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "the dashboard test needs Chromium: run `make browser` (Debian: apt-get install chromium)"
+    return path
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=chromium_path(), headless=True)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def test_the_dashboard_shows_a_new_backorder_and_its_fill_live(stack, browser: Browser, orders_api, inventory_api) -> None:
+    page: Page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(f"{stack.base_url(DASHBOARD)}/")
+    await expect(page.locator("#live")).to_have_text("live", timeout=15_000)  # the event feed is positioned
+
+    sku = new_sku("DASH")
+    await set_policy(inventory_api, sku, supplier="ACME")
+    po_id = f"PO-{uuid4().hex[:8]}"
+    expected = (date.today() + timedelta(days=7)).isoformat()
+    created = await inventory_api.post("/v1/purchase-orders", json={
+        "id": po_id, "supplier": "ACME", "lines": [{"sku": sku, "qty": 3}], "expected_at": expected})
+    assert created.status_code == 201, created.text
+    order_id = await place_order(orders_api, new_customer(), [(sku, 3)])
+
+    row = page.locator(f'tr[data-sku="{sku}"]')
+    await expect(row.locator(".units")).to_have_text("3", timeout=15_000)
+    await expect(row).to_contain_text(po_id)
+    await expect(page.locator(f'#feed div[data-type="BackorderBooked"]:has-text("{order_id}")')).to_have_count(1, timeout=15_000)
+
+    receipt_id = f"RCV-{uuid4().hex[:8]}"
+    received = await inventory_api.post("/v1/receipts", json={
+        "receipt_id": receipt_id, "warehouse": "DC1", "purchase_order_id": po_id, "lines": [{"sku": sku, "qty": 3}]})
+    assert received.status_code == 201, received.text
+
+    await expect(page.locator(f'#feed div[data-type="GoodsReceived"]:has-text("{receipt_id}")')).to_have_count(1, timeout=15_000)
+    await expect(page.locator(f'#feed div[data-type="BackorderAllocated"]:has-text("{order_id}")')).to_have_count(1, timeout=15_000)
+    await expect(row).to_have_count(0, timeout=15_000)  # nothing waits for the SKU any more
+    await expect(page.locator(".unreachable")).to_have_count(0)  # every source of the page answered
+    assert errors == []
