@@ -31,6 +31,7 @@ from shared.bus.outbox import UnitOfWork, unit_of_work
 from shared.bus.relay import OutboxRelay
 from shared.db import create_engine, session_factory
 from shared.logs import OutageTracker, RepeatFilter
+from shared.metrics import BookReader, HttpMetricsMiddleware, metrics_router
 from shared.settings import SUBSCRIPTIONS, Settings, get_settings
 
 log = logging.getLogger("service")
@@ -68,6 +69,8 @@ class ServiceSpec:
     # What it consumes; the streams it subscribes to follow from the handlers' event classes.
     handlers: Handlers | None = None
     workers: Callable[[ServiceContext], Sequence[Worker]] | None = None
+    # The service that keeps the backorder book reads it for /metrics at scrape time.
+    backorder_book: BookReader | None = None
 
     def __post_init__(self) -> None:
         """The deployment's table of who reads what (the relay's watermarks, the devstack's lag)
@@ -173,8 +176,10 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app, settings.database_retry_after_s)
     app.add_middleware(DrainingMiddleware)
+    app.add_middleware(HttpMetricsMiddleware)  # added last, so outermost: it sees every answer
 
     app.include_router(health_router())
+    app.include_router(metrics_router(spec.backorder_book))
     for router in spec.routers:
         app.include_router(router)
     return app

@@ -1,6 +1,6 @@
 """Allocator service wiring: keeps the backorder book and serves it first from every arrival."""
 
-from services.allocator import api, handlers
+from services.allocator import api, handlers, views
 from shared.service import ServiceSpec, create_app
 
 SPEC = ServiceSpec(
@@ -8,5 +8,6 @@ SPEC = ServiceSpec(
     title="Allocator",
     routers=[api.router],
     handlers=handlers.HANDLERS,
+    backorder_book=views.book_sizes,
 )
 app = create_app(SPEC)

@@ -26,6 +26,7 @@ from services.allocator.domain.queue import (
     serve_in_turn,
     supply_per_sku,
 )
+from shared import metrics
 from shared.bus.handlers import DeadLetter, Handlers, each
 from shared.bus.outbox import UnitOfWork
 from shared.events import (
@@ -207,7 +208,10 @@ async def _serve_together(
     at_dock = {order_id for arrival, result in zip(run, served, strict=True) if arrival.at_dock for order_id in result.orders}
     crossed = cross_dock_in_turn(run, served, await store.order_progress_of(session, at_dock) if at_dock else {})
     now = _now()
-    await store.fill_lines(session, run, served, crossed, now)
+    # Observed before the commit: a transaction rolled back and applied again (a deadlock between
+    # instances, a lost database) observes its fills twice, a rare and small overcount.
+    for seconds in await store.fill_lines(session, run, served, crossed, now):
+        metrics.TIME_TO_FILL.observe(seconds)
     await store.record_supply(session, run, served, now)
     shelved = {sku for result in served for sku, qty in result.put_away.items() if qty > 0}
     seen = await store.shorts_seen(session, shelved) if shelved else {}

@@ -245,7 +245,8 @@ SELECT_ORDER_PROGRESS = text(
 # Takes the allocated units off the waiting lines and records who got what from which arrival, in
 # one round trip (the allocations' arrays are sent once). A line served by several arrivals of the
 # run is updated once, by their sum. Both writes run whatever the count says, and a count short of
-# the lines makes fill_lines raise, which rolls both back.
+# the lines makes fill_lines raise, which rolls both back. Lines filled now also give their time to
+# fill (booked to filled), read from the rows as updated.
 FILL_LINES = text(
     """
     WITH u AS MATERIALIZED (
@@ -263,12 +264,12 @@ FILL_LINES = text(
         FROM per_line AS p
         WHERE w.order_id = p.order_id AND w.line_no = p.line_no AND w.status = 'waiting' AND w.qty_waiting >= p.qty
           AND w.order_id = ANY(CAST(:order_ids AS uuid[]))  -- implied, but it lets the planner look the lines up by key
-        RETURNING 1
+        RETURNING CASE WHEN w.status = 'filled' THEN extract(epoch FROM w.filled_at - w.booked_at) END AS fill_seconds
     ), recorded AS (
         INSERT INTO allocation (order_id, line_no, sku, qty, cross_dock, source, source_id, allocated_at)
         SELECT u.order_id, u.line_no, u.sku, u.qty, u.cross_dock, u.source, u.source_id, :now FROM u
     )
-    SELECT count(*) FROM filled
+    SELECT count(*), array_agg(fill_seconds) FILTER (WHERE fill_seconds IS NOT NULL) FROM filled
     """
 )
 INSERT_SUPPLY_APPLIED = text(
@@ -320,16 +321,17 @@ async def order_progress_of(session: AsyncSession, order_ids: Iterable[UUID]) ->
 async def fill_lines(
     session: AsyncSession, arrivals: Sequence[Arrival], served: Sequence[Served], cross_docked: Sequence[Sequence[bool]],
     now: datetime,
-) -> None:
+) -> list[float]:
     """Take what each arrival allocated off the waiting lines and record who got what from which
-    arrival (cross-docked or not): one statement for a run of arrivals."""
+    arrival (cross-docked or not): one statement for a run of arrivals. Returns the seconds each
+    line filled now (fully allocated) waited since its booking."""
     fills = [
         (arrival, item, crossed)
         for arrival, result, flags in zip(arrivals, served, cross_docked, strict=True)
         for item, crossed in zip(result.allocations, flags, strict=True)
     ]
     if not fills:
-        return
+        return []
     params = {
         "order_ids": [item.allocation.order_id for _, item, _ in fills],
         "line_nos": [item.allocation.line_no for _, item, _ in fills],
@@ -340,11 +342,12 @@ async def fill_lines(
         "source_ids": [arrival.source_id for arrival, _, _ in fills],
         "now": now,
     }
-    filled = (await session.execute(FILL_LINES, params)).scalar_one()
+    filled, fill_seconds = (await session.execute(FILL_LINES, params)).one()
     lines = len({item.allocation.key for _, item, _ in fills})
     if filled != lines:
         # Only possible if the book changed under the lock: refuse rather than over-allocate.
         raise RuntimeError(f"{filled} of {lines} waiting lines could take their allocation")
+    return [float(seconds) for seconds in fill_seconds or ()]
 
 
 async def record_supply(session: AsyncSession, arrivals: Sequence[Arrival], served: Sequence[Served], now: datetime) -> None:

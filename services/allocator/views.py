@@ -15,6 +15,7 @@ from services.allocator.domain.dates import cover_queue
 from services.allocator.domain.queue import PriorityPolicy, WaitingLine, policy_in_force, queue_order
 from services.allocator.schemas import BackorderPage, BackorderRead, PoliciesRead, SkuStatsRead, StatsRead, SupplyRead
 from services.allocator.store import open_supply
+from shared.metrics import BOOK_SKUS_SHOWN, OTHER_SKUS, SkuBook
 
 SELECT_WAITING = text(
     """
@@ -38,6 +39,22 @@ SELECT_STATS = text(
     GROUP BY b.sku, b.lines_ordered, b.lines_backordered
     HAVING b.lines_ordered > 0 OR b.lines_backordered > 0
     ORDER BY b.sku
+    """
+)
+
+# The book's size per SKU for /metrics, in one query: the SKUs waiting longest by name, the rest
+# summed under one name so the number of series stays bounded.
+SELECT_BOOK_SIZES = text(
+    """
+    WITH per_sku AS (
+        SELECT sku, count(*) AS lines, sum(qty_waiting) AS units, min(ordered_at) AS oldest
+        FROM waiting_line WHERE status = 'waiting' GROUP BY sku
+    ), ranked AS (
+        SELECT *, row_number() OVER (ORDER BY oldest, sku) AS rank FROM per_sku
+    )
+    SELECT CASE WHEN rank <= :shown THEN sku ELSE :other END AS sku, sum(lines) AS lines, sum(units) AS units,
+           extract(epoch FROM now() - min(oldest)) AS oldest_age
+    FROM ranked GROUP BY 1
     """
 )
 
@@ -113,3 +130,9 @@ async def stats(session: AsyncSession, sku: str | None, now: datetime) -> StatsR
             )
         )
     return StatsRead(items=items)
+
+
+async def book_sizes(session: AsyncSession) -> list[SkuBook]:
+    """Lines and units waiting and the oldest wait per SKU (SKUs with nothing waiting are absent)."""
+    rows = await session.execute(SELECT_BOOK_SIZES, {"shown": BOOK_SKUS_SHOWN, "other": OTHER_SKUS})
+    return [SkuBook(row.sku, int(row.lines), int(row.units), max(float(row.oldest_age), 0.0)) for row in rows]

@@ -28,6 +28,7 @@ from standardwebhooks import Webhook
 
 from services.notifier.domain import Outcome, RetryPolicy, http_outcome, smtp_outcome
 from services.notifier.settings import NotifierSettings
+from shared import metrics
 from shared.bus.failures import is_unreachable
 from shared.events import NotificationFailed, NotificationSent
 from shared.logs import OutageTracker
@@ -370,3 +371,8 @@ class Courier:
                                 n.id, n.kind, n.channel, n.recipient, n.attempts, a.error)
                     uow.emit(NotificationFailed(**common, error=a.error or "", permanent=a.outcome is Outcome.PERMANENT),
                              correlation_id=str(n.order_id))
+        outcomes = {"sent": "sent", "pending": "retried", "failed": "failed"}
+        recorded = Counter((a.notification.channel, outcomes[status]) for a, status in zip(attempts, statuses, strict=True)
+                           if a.notification.id in ours)  # committed, and ours: a row another sender took counts there
+        for (channel, outcome), n_attempts in recorded.items():
+            metrics.NOTIFICATIONS.labels(channel, outcome).inc(n_attempts)

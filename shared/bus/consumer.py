@@ -17,6 +17,7 @@ from aiokafka.errors import IllegalStateError, KafkaError, MessageSizeTooLargeEr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared import metrics
 from shared.events import EVENT_TYPES, Envelope, Event, UnknownEventType, parse_envelope
 from shared.logs import OutageTracker
 from shared.settings import Settings
@@ -33,6 +34,15 @@ CLAIM_INBOX_MANY = text(
     " ON CONFLICT DO NOTHING RETURNING event_id"
 )
 DEAD_LETTER_TIMEOUT_S = 15.0  # a send the broker never acknowledges must not hold the loop forever
+# What a dead letter's reason starts with; the metric's `reason` label is one of these (or "other"),
+# never the free text, so it stays a handful of series.
+DEAD_LETTER_CATEGORIES = frozenset({"unparseable", "rejected", "failed"})
+
+
+def dead_letter_category(reason: str) -> str:
+    """The reason's first word when it is a known category ("failed after 5 attempts: ..." is "failed")."""
+    word = reason.split(":", 1)[0].split(" ", 1)[0].strip().lower()
+    return word if word in DEAD_LETTER_CATEGORIES else "other"
 
 
 class DeadLetterFailed(Exception):
@@ -184,6 +194,7 @@ class EventConsumer:
         self._up_since = None
         self._unfetched_since.clear()
         self._delivered_at.clear()
+        lag = metrics.PartitionLag()
         try:
             await consumer.start()  # joins the group: returns once partitions are assigned
             self.down = False
@@ -195,8 +206,11 @@ class EventConsumer:
                 for tp in batch:
                     self._delivered_at[tp] = delivered_at
                 if batch:
+                    metrics.CONSUMER_POLL_RECORDS.observe(sum(map(len, batch.values())))
                     await self._handle_poll(batch)
+                lag.update(consumer, batch)
         finally:
+            lag.forget()
             self._consumer = None
             try:  # bounded: leaving the group of a broker that is gone must not block the restart
                 await asyncio.wait_for(consumer.stop(), 10)
@@ -307,10 +321,12 @@ class EventConsumer:
         for start in range(0, len(batch), size):
             await self._apply_together(batch[start : start + size])
         self.processed += len(batch)
+        metrics.count_by_type(metrics.EVENTS_CONSUMED, (received.envelope.event_type for received in batch))
 
     async def _apply_together(self, batch: list[Received]) -> None:
         """One transaction: one inbox statement, one call of the service's handlers with the events
         not applied before (each once, in their order)."""
+        started = time.perf_counter()
         async with unit_of_work(self.sessions, self.name, self.settings) as uow:
             ids = [received.envelope.event_id for received in batch]
             fresh = set((await uow.session.execute(CLAIM_INBOX_MANY, {"consumer": self.name, "event_ids": ids})).scalars())
@@ -322,6 +338,7 @@ class EventConsumer:
             if new:
                 uow.cause = new[0][0] if len(new) == 1 else None
                 await self.handlers.apply(new, uow)
+        metrics.CONSUMER_APPLY_SECONDS.observe(time.perf_counter() - started)  # committed: failures are not timed
 
     async def _apply_with_retries(self, received: Received) -> None:
         attempt = 0
@@ -366,6 +383,7 @@ class EventConsumer:
             raise DeadLetterFailed(f"{record.topic}[{record.partition}]@{record.offset}: {error!r}") from error
         self._dead_letter_failures = 0
         self.dead_lettered += 1
+        metrics.DEAD_LETTERS.labels(record.topic, dead_letter_category(reason)).inc()
         log.error("%s: dead-lettered %s[%d]@%d: %s", self.name, record.topic, record.partition, record.offset, reason)
 
     async def _send_dead_letter(

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from shared import metrics
 from shared.events import Stream
 from shared.settings import SUBSCRIPTIONS, Settings, asyncpg_dsn
 
@@ -166,6 +167,7 @@ class OutboxRelay:
         does (pure-Python murmur2, a future, accumulator bookkeeping). Partitions are chosen as
         send() chooses them, so a key stays on its partition; a partition's rows keep their id
         order within and across its batches, so events of one key leave in the order written."""
+        started = time.perf_counter()
         rows = await conn.fetch(CLAIM_UNSENT, self.settings.outbox_batch_size)
         if not rows:
             return False
@@ -185,6 +187,9 @@ class OutboxRelay:
             offsets += range(ack.offset, ack.offset + len(batch.ids))  # a batch's records take consecutive offsets
         await conn.execute(MARK_SENT, ids, partitions, offsets, self.cluster_id)
         self.published += len(rows)
+        metrics.RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        metrics.RELAY_BATCH_EVENTS.observe(len(rows))
+        metrics.count_by_type(metrics.EVENTS_PUBLISHED, (row["event_type"] for row in rows))
         return len(rows) == self.settings.outbox_batch_size
 
     async def _record_batches(self, rows: list[asyncpg.Record]) -> list[_RecordBatch]:

@@ -163,7 +163,8 @@ class Devstack:
         if self.log_to_files:
             (self.root / "logs").mkdir(parents=True, exist_ok=True)
             log_file = open(self.root / "logs" / f"{key or name}.log", "ab")  # noqa: SIM115 (closed in stop)
-        command = [sys.executable, "-m", "uvicorn", APPS.get(name, f"services.{name}.app:app"), "--host", self.settings.host, "--port", str(port),
+        app = APPS.get(name, f"services.{name}.app:app")
+        command = [sys.executable, "-m", "uvicorn", app, "--host", self.settings.host, "--port", str(port),
                    "--no-access-log", "--timeout-graceful-shutdown", "10"]
         # A session of its own: Ctrl-C in the terminal reaches only the orchestrator, which drains first.
         env = {**self.service_env(), **(extra_env or {})}

@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import pytest
 from e2e.kit import new_customer, new_sku, place_order, set_policy
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from shared.devstack.stack import DASHBOARD
 
@@ -20,6 +20,11 @@ def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     assert path, "the dashboard test needs Chromium: run `make browser` (Debian: apt-get install chromium)"
     return path
+
+
+def feed_line(page: Page, event_type: str, text: str) -> Locator:
+    """A line of the live event feed."""
+    return page.locator(f'#feed div[data-type="{event_type}"]', has_text=text)
 
 
 @pytest.fixture
@@ -51,15 +56,15 @@ async def test_the_dashboard_shows_a_new_backorder_and_its_fill_live(stack, brow
     row = page.locator(f'tr[data-sku="{sku}"]')
     await expect(row.locator(".units")).to_have_text("3", timeout=15_000)
     await expect(row).to_contain_text(po_id)
-    await expect(page.locator(f'#feed div[data-type="BackorderBooked"]:has-text("{order_id}")')).to_have_count(1, timeout=15_000)
+    await expect(feed_line(page, "BackorderBooked", order_id)).to_have_count(1, timeout=15_000)
 
     receipt_id = f"RCV-{uuid4().hex[:8]}"
     received = await inventory_api.post("/v1/receipts", json={
         "receipt_id": receipt_id, "warehouse": "DC1", "purchase_order_id": po_id, "lines": [{"sku": sku, "qty": 3}]})
     assert received.status_code == 201, received.text
 
-    await expect(page.locator(f'#feed div[data-type="GoodsReceived"]:has-text("{receipt_id}")')).to_have_count(1, timeout=15_000)
-    await expect(page.locator(f'#feed div[data-type="BackorderAllocated"]:has-text("{order_id}")')).to_have_count(1, timeout=15_000)
+    await expect(feed_line(page, "GoodsReceived", receipt_id)).to_have_count(1, timeout=15_000)
+    await expect(feed_line(page, "BackorderAllocated", order_id)).to_have_count(1, timeout=15_000)
     await expect(row).to_have_count(0, timeout=15_000)  # nothing waits for the SKU any more
     await expect(page.locator(".unreachable")).to_have_count(0)  # every source of the page answered
     assert errors == []
