@@ -1,13 +1,79 @@
-"""Logs that stay readable through an outage: a dependency's outage is told once when it starts
-and once when it ends, and a record repeated over and over is rate-limited to a summary."""
+"""Logs an operator can use: one JSON object per line (or readable text in development) naming the
+service and, where known, the event, correlation and order it concerns; never a customer's email
+address. And logs that stay readable through an outage: a dependency's outage is told once when it
+starts and once when it ends, and a record repeated over and over is rate-limited to a summary."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# What the record is about, bound for the code that handles one event (see `about`).
+CONTEXT_FIELDS = ("event_id", "event_type", "correlation_id", "order_id")
+_context: ContextVar[Mapping[str, str]] = ContextVar("log_context", default={})  # noqa: B039 (never mutated)
+EMAIL = re.compile(r"[^@\s\"'<>(),;:]+@[^@\s\"'<>(),;:]+\.[A-Za-z]{2,}")
+
+
+@contextmanager
+def about(**fields: object) -> Iterator[None]:
+    """Every record logged inside names these (event_id, correlation_id, order_id, ...)."""
+    token = _context.set({**_context.get(), **{k: str(v) for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def redact(text: str) -> str:
+    """Email addresses out: a log line must never identify a customer."""
+    return EMAIL.sub("<email>", text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, service, logger, message, what it is about, and the
+    traceback as one field, so a log pipeline needs no multi-line parsing."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        entry.update(_context.get())
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = str(value)
+        if record.exc_info:
+            entry["error"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for a terminal, with the same redaction and what the record is about."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"%(asctime)s %(levelname)-7s {service} %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        bound = {**_context.get(), **{n: str(getattr(record, n)) for n in CONTEXT_FIELDS if getattr(record, n, None) is not None}}
+        line = super().format(record) + ("  [" + " ".join(f"{k}={v}" for k, v in bound.items()) + "]" if bound else "")
+        return redact(line)
 
 
 @dataclass

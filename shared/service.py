@@ -30,23 +30,29 @@ from shared.bus.handlers import Handlers
 from shared.bus.outbox import UnitOfWork, unit_of_work
 from shared.bus.relay import OutboxRelay
 from shared.db import create_engine, session_factory
-from shared.logs import OutageTracker, RepeatFilter
+from shared.logs import JsonFormatter, OutageTracker, RepeatFilter, TextFormatter
 from shared.metrics import BookReader, HttpMetricsMiddleware, metrics_router
 from shared.settings import SUBSCRIPTIONS, Settings, get_settings
 
 log = logging.getLogger("service")
 
 
-def configure_logging(level: str) -> None:
-    """The process's log handler, rate-limited: a lost broker or database makes aiokafka and the
-    bus repeat the same few lines thousands of times a minute. Only the handler configured here
-    is filtered (records still reach every other handler, e.g. a test's log capture)."""
+def configure_logging(level: str, log_format: str = "text", process: str = "devstack") -> None:
+    """The process's log handler: JSON lines or text (LOG_FORMAT) naming the process, and
+    rate-limited: a lost broker or database makes aiokafka and the bus repeat the same few lines
+    thousands of times a minute. Only the handler configured here is changed (records still reach
+    every other handler, e.g. a test's log capture). uvicorn's own records go through it too."""
     root = logging.getLogger()
     existing = list(root.handlers)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(level=level)
+    formatter = JsonFormatter(process) if log_format == "json" else TextFormatter(process)
     for handler in root.handlers:
-        if handler not in existing and not any(isinstance(f, RepeatFilter) for f in handler.filters):
+        if handler not in existing:
+            handler.setFormatter(formatter)
             RepeatFilter().install(handler)
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # one format per process
+                logging.getLogger(name).handlers.clear()
+                logging.getLogger(name).propagate = True
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -112,7 +118,7 @@ Context = Annotated[ServiceContext, Depends(get_context)]
 
 def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, spec.name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

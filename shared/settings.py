@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +72,8 @@ class Settings(BaseSettings):
     max_order_lines: int = 500
 
     log_level: str = "INFO"
+    # JSON lines for a log pipeline; `text` for a terminal (`make run` sets it).
+    log_format: Literal["json", "text"] = "json"
     db_pool_size: int = 10
 
     def topic(self, stream: Stream) -> str:

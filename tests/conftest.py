@@ -5,6 +5,7 @@ exactly the way `make run` starts them, on test ports."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -95,6 +96,7 @@ async def stack(containers: None, smtp_server: RecordingSmtp, webhook_receiver: 
         os.environ[f"{name.upper()}_PORT"] = str(port)
     os.environ["DASHBOARD_PORT"] = str(_BASE)
     test_stack = SessionStack(Settings(), log_to_files=True)
+    shutil.rmtree(test_stack.root / "logs", ignore_errors=True)  # this session's lines only
     try:
         only = os.environ.get("DEVSTACK_SERVICES")
         await test_stack.start(tuple(only.split(",")) if only else SERVICES, dashboard=not only)

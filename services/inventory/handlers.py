@@ -392,7 +392,8 @@ async def on_shipped(event: Shipped, uow: UnitOfWork) -> None:
             move = ship_from_line(line, shipped.qty, shipped.source)
         except NotHeld as error:
             if awaits_allocation(line, shipped.qty):
-                log.info("shipment %s waits for units allocated to order %s", event.shipment_id, event.order_id)
+                log.info("shipment %s waits for units allocated to order %s", event.shipment_id, event.order_id,
+                         extra={"order_id": event.order_id})
                 await store.park(uow.session, store.awaiting_order(event.order_id), event)
                 return
             raise Unapplicable(f"order {event.order_id} line {shipped.line_no}: {error}") from error

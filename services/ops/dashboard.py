@@ -161,7 +161,7 @@ def record_summary(record: StreamRecord) -> dict[str, Any]:
 
 def create_dashboard(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, "dashboard")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -268,7 +268,7 @@ async def apply_line_events(batch: Batch, uow: UnitOfWork) -> None:
     events: list[tuple[Envelope, Any]] = list(batch)
     loaded = await store.lock_orders(uow.session, (event.order_id for _, event in events))
     for order_id in sorted({event.order_id for _, event in events} - loaded.keys()):
-        log.info("ignoring events for order %s, which was not placed here", order_id)
+        log.info("ignoring events for order %s, which was not placed here", order_id, extra={"order_id": order_id})
     fresh = await _claim_allocations(uow, loaded, events)
     orders = dict(loaded)
     causes: dict[UUID, Envelope] = {}
@@ -310,7 +310,8 @@ async def on_shipment_reported(event: ShipmentReported, uow: UnitOfWork) -> None
     try:
         await confirm_shipment(uow, event.order_id, event.shipment_id, event.shipped_at, reported=event.lines)
     except UnknownOrder:
-        log.info("ignoring ShipmentReported for order %s, which was not placed here", event.order_id)
+        log.info("ignoring ShipmentReported for order %s, which was not placed here", event.order_id,
+                 extra={"order_id": event.order_id})
     except (NotFound, Conflict) as error:
         raise DeadLetter(str(error)) from error
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
 from shared.events import EVENT_TYPES, Envelope, Event, UnknownEventType, parse_envelope
-from shared.logs import OutageTracker
+from shared.logs import OutageTracker, about
 from shared.settings import Settings
 
 from .crashpoints import CONSUMER_AFTER_DB_COMMIT, crash_point
@@ -341,6 +341,14 @@ class EventConsumer:
         metrics.CONSUMER_APPLY_SECONDS.observe(time.perf_counter() - started)  # committed: failures are not timed
 
     async def _apply_with_retries(self, received: Received) -> None:
+        """One event on its own (the fallback of a poll that failed): its records name it."""
+        envelope = received.envelope
+        order_id = getattr(received.event, "order_id", None)
+        with about(event_id=envelope.event_id, event_type=envelope.event_type, correlation_id=envelope.correlation_id,
+                   order_id=order_id):
+            await self._apply_alone(received)
+
+    async def _apply_alone(self, received: Received) -> None:
         attempt = 0
         while True:
             try:
@@ -384,7 +392,9 @@ class EventConsumer:
         self._dead_letter_failures = 0
         self.dead_lettered += 1
         metrics.DEAD_LETTERS.labels(record.topic, dead_letter_category(reason)).inc()
-        log.error("%s: dead-lettered %s[%d]@%d: %s", self.name, record.topic, record.partition, record.offset, reason)
+        event_id = dict(record.headers or ()).get("event_id", b"").decode(errors="replace") or None
+        log.error("%s: dead-lettered %s[%d]@%d: %s", self.name, record.topic, record.partition, record.offset, reason,
+                  extra={"event_id": event_id})
 
     async def _send_dead_letter(
         self, record: ConsumerRecord[bytes, bytes], value: bytes | None, reason: str,

@@ -63,7 +63,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m shared.devstack")
     parser.add_argument("command", choices=["run", "migrate"])
     args = parser.parse_args()
-    configure_logging(get_settings().log_level)
+    if args.command == "run":
+        # Development: readable text from every process unless LOG_FORMAT says otherwise (JSON,
+        # for a log pipeline, is the default everywhere else).
+        os.environ.setdefault("LOG_FORMAT", "text")
+    configure_logging(get_settings().log_level, get_settings().log_format)
     if args.command == "run":
         sys.exit(asyncio.run(run()))
     asyncio.run(prepare_only())
