@@ -23,7 +23,8 @@ async def test_service_logs_are_json_about_orders_and_free_of_email_addresses(st
     await set_policy(inventory_api, sku)
     await place_order(orders_api, customer, [(sku, 1)])
     stranger = uuid4()  # an event for an order orders never took: told, with the order named
-    await publish(producer, stack.settings, StockReserved(order_id=stranger, line_no=1, sku=sku, qty=1), producer_name="inventory")
+    reserved = StockReserved(order_id=stranger, line_no=1, sku=sku, qty=1)
+    await publish(producer, stack.settings, reserved, producer_name="inventory")
 
     async def told() -> bool:
         return any(str(stranger) in line for line in log_lines(stack, "orders"))
