@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     def port(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))
 
+    def service_url(self, service: str) -> str:
+        """Where another process reaches a service's API: <SERVICE>_URL, else http://HOST:<port>."""
+        return os.environ.get(f"{service.upper()}_URL") or f"http://{self.host}:{self.port(service)}"
+
     def service_database_url(self, service: str) -> str:
         """postgresql://... URL of the service's own database on the configured server."""
         override = _service_override(service)

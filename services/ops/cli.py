@@ -192,8 +192,7 @@ def rows_table(title: str, rows: list[dict[str, Any]], error: str | None = None)
 
 
 def service_get(service: str, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
-    config = settings()
-    response = httpx.get(f"http://{config.host}:{config.port(service)}{path}", params=params, timeout=10)
+    response = httpx.get(f"{settings().service_url(service)}{path}", params=params, timeout=10)
     if response.status_code == 404:
         fail(f"{service}: {response.json().get('detail', 'not found')}", EXIT_NOT_FOUND)
     if response.status_code >= 400:

@@ -121,7 +121,7 @@ class Dashboard:
             return {"ok": False, "error": f"{type(error).__name__}: {error}"[:300]}
 
     async def _book(self) -> dict[str, Any]:
-        base = f"http://{self.settings.host}:{self.settings.port('allocator')}/v1"
+        base = f"{self.settings.service_url('allocator')}/v1"
         stats = (await self.http.get(f"{base}/backorders/stats")).raise_for_status().json()["items"]
         backorders = (await self.http.get(f"{base}/backorders", params={"limit": 1000})).raise_for_status().json()
         return {"skus": book_by_sku(stats, backorders), "lines_waiting": backorders["total"]}

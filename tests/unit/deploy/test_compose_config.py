@@ -49,3 +49,12 @@ def test_the_notifier_mails_the_compose_mail_catcher() -> None:
     env = services["notifier"]["environment"]
     assert (env["SMTP_HOST"], env["SMTP_PORT"], env["SMTP_SECURITY"]) == ("mail", "1025", "none")
     assert "mail" in services
+
+
+def test_the_dashboard_runs_its_app_and_reaches_the_allocator_by_name() -> None:
+    spec = compose()["services"]["dashboard"]
+    assert spec["command"][:2] == ["uvicorn", "services.ops.dashboard:app"]
+    assert (REPO / "services" / "ops" / "dashboard.py").exists() and (REPO / "services" / "ops" / "dashboard.html").exists()
+    assert spec["environment"]["ALLOCATOR_URL"] == "http://allocator:8000"
+    assert spec["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert spec["ports"] == [f"{Settings().dashboard_port}:8000"]
