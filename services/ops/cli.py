@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -356,6 +357,10 @@ def dlq_replay(
 
 
 def main() -> None:
+    # The clients' own records (a reconnect attempt, ...) are noise to a person at a terminal: a
+    # failure is told once, by `fail`, with what to do.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     app()
 
 

@@ -26,7 +26,7 @@ class TopicReader:
             fetch_max_wait_ms=50, max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self.partitions: list[TopicPartition] = []
-        self._probe = HighwaterProbe(bootstrap_servers)
+        self._probe: HighwaterProbe | None = None  # made on first use: an unstarted client warns when collected
 
     async def start(self, topics: Iterable[str]) -> None:
         await self._consumer.start()
@@ -39,11 +39,14 @@ class TopicReader:
         self._consumer.assign(self.partitions)
 
     async def stop(self) -> None:
-        await self._probe.stop()
+        if self._probe is not None:
+            await self._probe.stop()
         await self._consumer.stop()
 
     async def ends(self) -> dict[TopicPartition, int]:
         """Each partition's highwater now, learned by a probe's fetch."""
+        if self._probe is None:
+            self._probe = HighwaterProbe(self.bootstrap_servers)
         return await self._probe.highwaters(self.partitions)
 
     async def history(
