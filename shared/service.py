@@ -53,6 +53,7 @@ def configure_logging(level: str, log_format: str = "text", process: str = "devs
             for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # one format per process
                 logging.getLogger(name).handlers.clear()
                 logging.getLogger(name).propagate = True
+            logging.captureWarnings(True)  # a library's warning is a record too, not raw stderr
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

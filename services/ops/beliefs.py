@@ -4,6 +4,9 @@ knows the services' tables; each query names only columns the service's migratio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -46,17 +49,25 @@ async def order_beliefs(settings: Settings, order_id: UUID) -> dict[str, Any]:
             beliefs[service] = {"error": f"{type(error).__name__}: {error}"[:200]}
             continue
         try:
-            beliefs[service] = {"lines": [_plain(row) for row in await conn.fetch(query, order_id)]}
+            beliefs[service] = {"lines": [plain(row) for row in await conn.fetch(query, order_id)]}
             if service == "notifier":
-                beliefs[service]["notifications"] = [_plain(row) for row in await conn.fetch(NOTIFICATIONS, order_id)]
+                beliefs[service]["notifications"] = [plain(row) for row in await conn.fetch(NOTIFICATIONS, order_id)]
         finally:
             await conn.close()
     return beliefs
 
 
-def _plain(row: asyncpg.Record) -> dict[str, Any]:
-    """JSON-ready: dates and times as ISO 8601 text."""
-    return {key: value.isoformat() if hasattr(value, "isoformat") else value for key, value in row.items()}
+def plain(row: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-ready: dates and times as ISO 8601 text, ids as text."""
+    return {key: _json_value(value) for key, value in row.items()}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, UUID | Decimal):
+        return str(value)
+    return value
 
 
 NOTIFICATION_COUNTS = "SELECT channel, status, count(*) AS n FROM notification GROUP BY channel, status ORDER BY channel, status"
@@ -71,4 +82,4 @@ async def notification_summary(conn: asyncpg.Connection, failures: int = 10) -> 
     counts: dict[str, dict[str, int]] = {}
     for row in await conn.fetch(NOTIFICATION_COUNTS):
         counts.setdefault(row["channel"], {})[row["status"]] = row["n"]
-    return {"counts": counts, "recent_failures": [_plain(row) for row in await conn.fetch(RECENT_FAILURES, failures)]}
+    return {"counts": counts, "recent_failures": [plain(row) for row in await conn.fetch(RECENT_FAILURES, failures)]}

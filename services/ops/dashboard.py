@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
@@ -192,7 +193,7 @@ def create_dashboard(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/overview")
     async def overview(request: Request) -> JSONResponse:
         dashboard: Dashboard = request.app.state.dashboard
-        return JSONResponse(await dashboard.overview())
+        return JSONResponse(jsonable_encoder(await dashboard.overview()))
 
     @app.get("/events")
     async def events() -> EventSourceResponse:
