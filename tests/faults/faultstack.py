@@ -31,7 +31,11 @@ class FaultStack(Devstack):
     def service_env(self) -> dict[str, str]:
         # The still-waiting period back at its default: the session's short one would keep the
         # notifier busy forever, and the scenarios are checked at quiescence.
-        return {**super().service_env(), "PYTHONHASHSEED": HASH_SEED, "NOTIFY_STILL_WAITING_EVERY_DAYS": "7"}
+        return {
+            **super().service_env(), "PYTHONHASHSEED": HASH_SEED, "NOTIFY_STILL_WAITING_EVERY_DAYS": "7",
+            "KAFKA_SESSION_TIMEOUT_MS": str(self.settings.kafka_session_timeout_ms),
+            "KAFKA_HEARTBEAT_INTERVAL_MS": str(self.settings.kafka_heartbeat_interval_ms),
+        }
 
     async def outstanding(self) -> int:
         """Quiescent also means the notifier has sent what is due: the checker reads outboxes and
@@ -149,7 +153,10 @@ def fault_stack_from_env(root: Path = FAULT_ROOT) -> FaultStack:
     base = int(os.environ.get("TEST_PORT_BASE", "18000"))
     ports = {f"{name}_port": base + 101 + i for i, name in enumerate(("orders", "inventory", "allocator", "notifier"))}
     shutil.rmtree(root, ignore_errors=True)
+    # Half the session stack's session timeout: after every kill -9 of a consumer its group waits that
+    # long for the dead member, then a join takes half of it (EMBEDDED.md); the scenarios kill a lot.
+    timeouts = {"kafka_session_timeout_ms": 3000, "kafka_heartbeat_interval_ms": 500}
     return FaultStack(
-        Settings(**ports), root=root, log_to_files=True, embedded_only=True,  # type: ignore[arg-type]
+        Settings(**ports, **timeouts), root=root, log_to_files=True, embedded_only=True,  # type: ignore[arg-type]
         pg_port=int(os.environ.get("FAULT_PG_PORT", "25436")), kafka_port=int(os.environ.get("FAULT_KAFKA_PORT", "29096")),
     )
