@@ -86,9 +86,17 @@ NOTIFIER_TEST_ENV = {
 }
 
 
+# Consumer groups of the session: a 3 s session timeout (the default is 6 s). The tests stop, kill and
+# restart services and start consumers of their own many times; each join costs the embedded broker
+# half the session timeout, and a killed member holds its partitions for all of it (EMBEDDED.md).
+SESSION_KAFKA_ENV = {"KAFKA_SESSION_TIMEOUT_MS": "3000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
+
+
 @pytest.fixture(scope="session")
 async def stack(containers: None, smtp_server: RecordingSmtp, webhook_receiver: WebhookReceiver) -> AsyncIterator[SessionStack]:
     os.environ.update(NOTIFIER_TEST_ENV)
+    for name, value in SESSION_KAFKA_ENV.items():
+        os.environ.setdefault(name, value)
     os.environ.setdefault("DEVSTACK_DIR", str(REPO / ".devstack" / "test"))
     os.environ.setdefault("DEVSTACK_PG_PORT", "25433")
     os.environ.setdefault("DEVSTACK_KAFKA_PORT", "29093")
