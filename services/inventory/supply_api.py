@@ -17,7 +17,7 @@ from services.inventory.schemas import (
 )
 from shared.events import GoodsReceived, ReceivedLine
 from shared.problems import problems
-from shared.service import Context, invalid
+from shared.service import Context
 
 router = APIRouter(prefix="/v1", tags=["purchasing"])
 
@@ -72,8 +72,6 @@ async def get_purchase_order(po_id: PurchaseOrderId, context: Context) -> Purcha
 async def patch_purchase_order(po_id: PurchaseOrderId, body: PurchaseOrderPatch, context: Context) -> PurchaseOrderRead:
     """Move the expected date or change ordered quantities (per SKU; 0 cuts a line, never below
     what arrived). A change announces the new state; a request that changes nothing does not."""
-    if body.expected_at is None and body.lines is None:
-        raise invalid("body", "give expected_at and/or lines")
     with answered_as_http():
         async with context.uow() as uow:
             order = await handlers.patch_purchase_order(uow, po_id, body)
