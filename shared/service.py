@@ -11,12 +11,13 @@ import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -32,6 +33,7 @@ from shared.bus.relay import OutboxRelay
 from shared.db import create_engine, session_factory
 from shared.logs import JsonFormatter, OutageTracker, RepeatFilter, TextFormatter
 from shared.metrics import BookReader, HttpMetricsMiddleware, metrics_router
+from shared.problems import allowed_methods, document_problems
 from shared.settings import SUBSCRIPTIONS, Settings, get_settings
 
 log = logging.getLogger("service")
@@ -206,6 +208,11 @@ async def supervise_worker(worker: Worker) -> None:
             delay = min(delay * 2, 30.0)
 
 
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description='per dependency: "ok" or why not')
+
+
 def health_router() -> APIRouter:
     router = APIRouter(tags=["health"])
 
@@ -214,7 +221,9 @@ def health_router() -> APIRouter:
         """Alive: the process answers."""
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    not_ready: dict[int | str, dict[str, Any]] = {503: {"model": Readiness, "description": "Not ready: `checks` says why"}}
+
+    @router.get("/readyz", response_model=Readiness, responses=not_ready)
     async def readyz(context: Context) -> JSONResponse:
         """Ready: the database answers, the broker is connected, the consumer makes progress."""
         checks: dict[str, str] = {}
@@ -310,6 +319,7 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, PoolTimeoutError, OS
 
 def install_error_handlers(app: FastAPI, retry_after_s: int = 2) -> None:
     app.state.database_outage = DatabaseOutage(OutageTracker("database", log))
+    document_problems(app)
 
     async def database_error(request: Request, exc: Exception) -> JSONResponse:
         """503 + Retry-After while the database cannot be reached: the request did nothing and may
@@ -331,10 +341,11 @@ def install_error_handlers(app: FastAPI, retry_after_s: int = 2) -> None:
         return problem(422, "Invalid request", detail, errors)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 409: "Conflict", 413: "Request too large"}
         title = titles.get(exc.status_code, "Error")
-        return problem(exc.status_code, title, str(exc.detail))
+        headers = {**(exc.headers or {}), "Allow": allowed_methods(request)} if exc.status_code == 405 else exc.headers
+        return problem(exc.status_code, title, str(exc.detail), headers=headers)
 
     # Not an exception handler for Exception: Starlette calls that one and then raises the error
     # again for the server, which logs the same traceback a second time.

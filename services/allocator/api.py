@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 from services.allocator import handlers, views
 from services.allocator.handlers import NotFound
 from services.allocator.schemas import BackorderPage, PoliciesRead, PolicyRead, PolicyUpdate, StatsRead
+from shared.problems import problems
 from shared.service import Context, invalid
 
 router = APIRouter(prefix="/v1", tags=["backorders"])
@@ -19,7 +20,7 @@ SkuQuery = Annotated[str | None, Query(min_length=1, max_length=64, pattern=SKU_
 SkuPath = Annotated[str, Path(min_length=1, max_length=64, pattern=SKU_PATTERN)]
 
 
-@router.get("/backorders")
+@router.get("/backorders", responses=problems())
 async def list_backorders(
     context: Context,
     sku: SkuQuery = None,
@@ -31,20 +32,20 @@ async def list_backorders(
         return await views.backorders(session, sku, limit, offset, datetime.now(UTC))
 
 
-@router.get("/backorders/stats")
+@router.get("/backorders/stats", responses=problems())
 async def backorder_stats(context: Context, sku: SkuQuery = None) -> StatsRead:
     """Per SKU: lines and units waiting, oldest age, fill time p50/p90 and the backorder rate."""
     async with context.sessions() as session:
         return await views.stats(session, sku, datetime.now(UTC))
 
 
-@router.get("/policies", tags=["policies"])
+@router.get("/policies", tags=["policies"], responses=problems(params=False))
 async def read_policies(context: Context) -> PoliciesRead:
     async with context.sessions() as session:
         return await views.policies(session)
 
 
-@router.put("/policies/global", tags=["policies"])
+@router.put("/policies/global", tags=["policies"], responses=problems(body=True))
 async def set_global_policy(body: PolicyUpdate, context: Context) -> PolicyRead:
     """The default for every SKU without its own policy; the lines of those SKUs are re-dated."""
     async with context.uow() as uow:
@@ -52,7 +53,7 @@ async def set_global_policy(body: PolicyUpdate, context: Context) -> PolicyRead:
     return PolicyRead(scope="global", policy=body.policy, lines_redated=redated)
 
 
-@router.put("/policies/skus/{sku}", tags=["policies"])
+@router.put("/policies/skus/{sku}", tags=["policies"], responses=problems(body=True))
 async def set_sku_policy(sku: SkuPath, body: PolicyUpdate, context: Context) -> PolicyRead:
     """A SKU's own policy, overriding the global one; its lines are re-dated."""
     if sku == "global":
@@ -62,7 +63,9 @@ async def set_sku_policy(sku: SkuPath, body: PolicyUpdate, context: Context) -> 
     return PolicyRead(scope=sku, policy=body.policy, lines_redated=redated)
 
 
-@router.delete("/policies/skus/{sku}", tags=["policies"], status_code=204)
+@router.delete(
+    "/policies/skus/{sku}", tags=["policies"], status_code=204, responses=problems({404: "The SKU has no policy of its own"})
+)
 async def delete_sku_policy(sku: SkuPath, context: Context) -> Response:
     """The SKU follows the global policy again; its lines are re-dated if that changes their order."""
     try:

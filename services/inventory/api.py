@@ -19,11 +19,13 @@ from services.inventory.schemas import (
     SkuPolicyWrite,
     StockRead,
 )
+from shared.problems import problems
 from shared.service import Context, invalid
 
 router = APIRouter(prefix="/v1", tags=["stock"])
 
 SkuPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
+UNKNOWN_SKU = {404: "Unknown SKU"}
 
 
 @contextmanager
@@ -39,7 +41,10 @@ def answered_as_http() -> Iterator[None]:
         raise HTTPException(409, str(error)) from error
 
 
-@router.put("/skus/{sku}", status_code=200, responses={201: {"model": SkuPolicyRead, "description": "SKU created"}})
+@router.put(
+    "/skus/{sku}", status_code=200,
+    responses={201: {"model": SkuPolicyRead, "description": "SKU created"}, **problems(body=True)},
+)
 async def put_sku_policy(sku: SkuPath, body: SkuPolicyWrite, response: Response, context: Context) -> SkuPolicyRead:
     """Create or update a SKU's policy; a new SKU starts with an empty stock row."""
     async with context.uow() as uow:
@@ -48,7 +53,7 @@ async def put_sku_policy(sku: SkuPath, body: SkuPolicyWrite, response: Response,
     return SkuPolicyRead(sku=sku, **body.model_dump())
 
 
-@router.get("/skus/{sku}")
+@router.get("/skus/{sku}", responses=problems(UNKNOWN_SKU))
 async def get_sku_policy(sku: SkuPath, context: Context) -> SkuPolicyRead:
     async with context.sessions() as session:
         policy = await views.policy(session, sku)
@@ -57,7 +62,7 @@ async def get_sku_policy(sku: SkuPath, context: Context) -> SkuPolicyRead:
     return SkuPolicyRead.model_validate(asdict(policy))
 
 
-@router.get("/stock/{sku}")
+@router.get("/stock/{sku}", responses=problems(UNKNOWN_SKU))
 async def get_stock(sku: SkuPath, context: Context) -> StockRead:
     """Every bucket of the SKU: where each unit that came in is now."""
     async with context.sessions() as session:
@@ -67,7 +72,11 @@ async def get_stock(sku: SkuPath, context: Context) -> StockRead:
     return stock
 
 
-@router.post("/stock-adjustments", status_code=201)
+@router.post(
+    "/stock-adjustments", status_code=201,
+    responses=problems({409: "Fewer units available than the count takes away", 422: "Invalid input, or an unknown SKU:"
+                        " `errors` lists each field and why"}, body=True),
+)
 async def adjust_stock(body: AdjustmentCreate, context: Context) -> StockRead:
     """A count: found units (+) serve the backorder book first, through the allocator; missing
     units (-) leave the available stock (409 when fewer are available)."""
@@ -77,7 +86,7 @@ async def adjust_stock(body: AdjustmentCreate, context: Context) -> StockRead:
     return StockRead(sku=body.sku, **asdict(stock))
 
 
-@router.get("/availability/{sku}")
+@router.get("/availability/{sku}", responses=problems(UNKNOWN_SKU))
 async def get_availability(sku: SkuPath, context: Context) -> AvailabilityRead:
     """For product pages: in stock, backorder (with the expected date when a purchase order covers
     it) or out of stock."""
@@ -91,7 +100,7 @@ async def get_availability(sku: SkuPath, context: Context) -> AvailabilityRead:
     return AvailabilityRead(sku=sku, status=answer.status.value, available=answer.available, expected_at=answer.expected_at)
 
 
-@router.get("/purchase-suggestions", tags=["purchasing"])
+@router.get("/purchase-suggestions", tags=["purchasing"], responses=problems(params=False))
 async def get_purchase_suggestions(context: Context) -> list[PurchaseSuggestionRead]:
     """Backorder demand not covered by open purchase orders (plus safety stock), one suggested
     purchase order per supplier, rounded to case packs and minimum order quantities."""

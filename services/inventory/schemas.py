@@ -2,21 +2,25 @@
 no unknown fields) kept apart from the tables."""
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator, model_validator
 
 from shared.events import Sku
+from shared.fields import Omittable, WholeNumber
 
 MAX_QTY = 1_000_000
 MAX_LINES = 500
 
 StrictBool = Annotated[bool, Strict()]
-Qty = Annotated[int, Strict(), Field(gt=0, le=MAX_QTY, description="units, 1..1,000,000")]
-Units = Annotated[int, Strict(), Field(ge=0, le=MAX_QTY)]
+# Integers are strict ("5" and true are refused) but take 2.0 as 2: JSON numbers have no int type.
+Qty = Annotated[int, Strict(), Field(gt=0, le=MAX_QTY, description="units, 1..1,000,000"), WholeNumber]
+Units = Annotated[int, Strict(), Field(ge=0, le=MAX_QTY), WholeNumber]
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
-# Free text: no control characters (PostgreSQL cannot store NUL, and nobody means to send them).
-PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+# Free text: no control characters, C0 or C1 (PostgreSQL cannot store NUL, and nobody means to send
+# them), and something visible; whitespace around it is stripped, so the pattern allows it there.
+# U+FEFF is a space to JavaScript's regexes, not to the stripping: never counted as visible.
+PRINTABLE = r"^\s*[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f\ufeff][^\x00-\x1f\x7f-\x9f]*\s*$"
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=PRINTABLE)]
 Token = Annotated[str, Field(min_length=1, pattern=r"^[^\s\x00-\x1f\x7f]+$")]
 
@@ -31,12 +35,12 @@ class Request(BaseModel):
 class SkuPolicyWrite(Request):
     backorderable: StrictBool = True
     discontinued: StrictBool = False
-    max_backorder_qty: Annotated[int, Strict(), Field(ge=0, le=1_000_000_000)] | None = Field(
+    max_backorder_qty: Annotated[int, Strict(), Field(ge=0, le=1_000_000_000), WholeNumber] | None = Field(
         None, description="cap on units waiting for this SKU across all orders; null: no cap"
     )
     supplier: Name | None = None
     safety_stock: Units = 0
-    case_pack: Annotated[int, Strict(), Field(ge=1, le=MAX_QTY)] = 1
+    case_pack: Annotated[int, Strict(), Field(ge=1, le=MAX_QTY), WholeNumber] = 1
     min_order_qty: Units = 0
 
 
@@ -64,9 +68,16 @@ class StockRead(BaseModel):
     backordered: int
 
 
+NOT_ZERO: dict[str, Any] = {"not": {"const": 0}}  # what `not_zero` below refuses, in the schema
+
+
 class AdjustmentCreate(Request):
     sku: Sku
-    delta: Annotated[int, Strict(), Field(ge=-MAX_QTY, le=MAX_QTY, description="units found (+) or missing (-), not 0")]
+    delta: Annotated[
+        int, Strict(),
+        Field(ge=-MAX_QTY, le=MAX_QTY, description="units found (+) or missing (-), not 0", json_schema_extra=NOT_ZERO),
+        WholeNumber,
+    ]
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=PRINTABLE)]
 
     @field_validator("delta")
@@ -92,11 +103,15 @@ class PurchaseOrderLineWrite(Request):
     qty: Qty
 
 
+# Not in JSON Schema, which knows no "today": a date in the past is refused with a 422.
+ExpectedAt = Annotated[date, Field(description="when the goods are expected: today (UTC) or later")]
+
+
 class PurchaseOrderCreate(Request):
     id: Identifier
     supplier: Name
     lines: Annotated[list[PurchaseOrderLineWrite], Field(min_length=1, max_length=MAX_LINES)]
-    expected_at: date
+    expected_at: ExpectedAt
 
 
 class PurchaseOrderLineRevision(Request):
@@ -105,8 +120,18 @@ class PurchaseOrderLineRevision(Request):
 
 
 class PurchaseOrderPatch(Request):
-    expected_at: date | None = None
-    lines: Annotated[list[PurchaseOrderLineRevision], Field(min_length=1, max_length=MAX_LINES)] | None = None
+    """What changes, at least one of the two; a field left out stays as it is (null is refused
+    rather than read as "unchanged", so that the schema can say a field is a date or absent)."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+    expected_at: Omittable[ExpectedAt] = None
+    lines: Omittable[Annotated[list[PurchaseOrderLineRevision], Field(min_length=1, max_length=MAX_LINES)]] = None
+
+    @model_validator(mode="after")
+    def changes_something(self) -> "PurchaseOrderPatch":
+        if self.expected_at is None and self.lines is None:
+            raise ValueError("give expected_at and/or lines")
+        return self
 
 
 class PurchaseOrderLineRead(BaseModel):

@@ -16,11 +16,16 @@ from services.inventory.schemas import (
     ReceiptRead,
 )
 from shared.events import GoodsReceived, ReceivedLine
-from shared.service import Context, invalid
+from shared.problems import problems
+from shared.service import Context
 
 router = APIRouter(prefix="/v1", tags=["purchasing"])
 
 PurchaseOrderId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
+UNKNOWN_PO = {404: "Unknown purchase order"}
+# Rules no JSON Schema can state: they depend on today's date or on what inventory knows.
+PO_INPUT = "Invalid input, an unknown SKU, a SKU on two lines or an expected_at before today (UTC): `errors` says which"
+RECEIPT_INPUT = "Invalid input, an unknown SKU or an unknown purchase order: `errors` says which"
 
 
 def _read(order: PurchaseOrder) -> PurchaseOrderRead:
@@ -34,7 +39,13 @@ def _read(order: PurchaseOrder) -> PurchaseOrderRead:
     )
 
 
-@router.post("/purchase-orders", status_code=201, responses={200: {"description": "replay of an identical create"}})
+@router.post(
+    "/purchase-orders", status_code=201,
+    responses={
+        200: {"model": PurchaseOrderRead, "description": "Replay of an identical create"},
+        **problems({409: "The id exists with different content", 422: PO_INPUT}, body=True),
+    },
+)
 async def create_purchase_order(body: PurchaseOrderCreate, response: Response, context: Context) -> PurchaseOrderRead:
     """Inbound supply with its expected date; the same id with the same body replays (200)."""
     with answered_as_http():
@@ -45,7 +56,7 @@ async def create_purchase_order(body: PurchaseOrderCreate, response: Response, c
     return _read(order)
 
 
-@router.get("/purchase-orders/{po_id}")
+@router.get("/purchase-orders/{po_id}", responses=problems(UNKNOWN_PO))
 async def get_purchase_order(po_id: PurchaseOrderId, context: Context) -> PurchaseOrderRead:
     async with context.sessions() as session:
         order = await views.purchase_order(session, po_id)
@@ -54,19 +65,22 @@ async def get_purchase_order(po_id: PurchaseOrderId, context: Context) -> Purcha
     return _read(order)
 
 
-@router.patch("/purchase-orders/{po_id}")
+@router.patch(
+    "/purchase-orders/{po_id}",
+    responses=problems(UNKNOWN_PO | {409: "Cancelled, or a quantity below what arrived", 422: PO_INPUT}, body=True),
+)
 async def patch_purchase_order(po_id: PurchaseOrderId, body: PurchaseOrderPatch, context: Context) -> PurchaseOrderRead:
     """Move the expected date or change ordered quantities (per SKU; 0 cuts a line, never below
     what arrived). A change announces the new state; a request that changes nothing does not."""
-    if body.expected_at is None and body.lines is None:
-        raise invalid("body", "give expected_at and/or lines")
     with answered_as_http():
         async with context.uow() as uow:
             order = await handlers.patch_purchase_order(uow, po_id, body)
     return _read(order)
 
 
-@router.post("/purchase-orders/{po_id}/cancel")
+@router.post(
+    "/purchase-orders/{po_id}/cancel", responses=problems(UNKNOWN_PO | {409: "Fully received: nothing left to cancel"})
+)
 async def cancel_purchase_order(po_id: PurchaseOrderId, context: Context) -> PurchaseOrderRead:
     """Nothing more will arrive on it; the waiting lines it covered lose that date. Idempotent."""
     with answered_as_http():
@@ -75,7 +89,13 @@ async def cancel_purchase_order(po_id: PurchaseOrderId, context: Context) -> Pur
     return _read(order)
 
 
-@router.post("/receipts", status_code=201, responses={200: {"description": "replay of an identical receipt"}})
+@router.post(
+    "/receipts", status_code=201,
+    responses={
+        200: {"model": ReceiptRead, "description": "Replay of an identical receipt"},
+        **problems({409: "The receipt_id was recorded with other content", 422: RECEIPT_INPUT}, body=True),
+    },
+)
 async def post_receipt(body: ReceiptCreate, response: Response, context: Context) -> ReceiptRead:
     """Goods arrived at a warehouse: recorded once, then the allocator serves the backorder book
     with them (GoodsReceived). The same receipt_id with the same content replays (200)."""

@@ -3,7 +3,7 @@ read every message with its delivery attempts and send one again on purpose."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, HTTPException, Path, Query
@@ -22,15 +22,13 @@ from services.notifier.schemas import (
     PreferencesUpdate,
 )
 from services.notifier.tables import CustomerContact
+from shared.problems import problems
 from shared.service import Context, invalid
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
 
 Name = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00/]+$")]
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "Unknown order, notification or customer (problem+json)"},
-    422: {"description": "Invalid input: errors list each field and reason (problem+json)"},
-}
+NO_NOTIFICATION = {404: "No notification with this id"}
 
 UPSERT_CHANNEL = text(
     """
@@ -90,7 +88,7 @@ class ContactRead(BaseModel):
     locale: str
 
 
-@router.get("/contacts/{order_id}", responses=PROBLEMS)
+@router.get("/contacts/{order_id}", responses=problems({404: "No contact known for this order"}))
 async def read_contact(order_id: UUID, context: Context) -> ContactRead:
     """Who the notifier will tell about an order and in which language (the address stays inside)."""
     async with context.sessions() as session:
@@ -100,7 +98,7 @@ async def read_contact(order_id: UUID, context: Context) -> ContactRead:
     return ContactRead.model_validate(contact, from_attributes=True)
 
 
-@router.put("/channels/{channel}", responses=PROBLEMS)
+@router.put("/channels/{channel}", responses=problems(body=True))
 async def register_channel(channel: Name, body: ChannelUpdate, context: Context) -> ChannelRead:
     """Register (or change) a platform's webhook: messages about its orders are POSTed there,
     signed per Standard Webhooks with the secret; `send_email: false` stops email to its customers."""
@@ -112,7 +110,7 @@ async def register_channel(channel: Name, body: ChannelUpdate, context: Context)
     return ChannelRead.model_validate(dict(row))
 
 
-@router.get("/channels/{channel}", responses=PROBLEMS)
+@router.get("/channels/{channel}", responses=problems({404: "The channel is not registered (its customers get email only)"}))
 async def read_channel(channel: Name, context: Context) -> ChannelRead:
     async with context.sessions() as session:
         row = (await session.execute(READ_CHANNEL, {"name": channel})).mappings().first()
@@ -121,7 +119,7 @@ async def read_channel(channel: Name, context: Context) -> ChannelRead:
     return ChannelRead.model_validate(dict(row))
 
 
-@router.put("/customers/{customer_id}/preferences", responses=PROBLEMS)
+@router.put("/customers/{customer_id}/preferences", responses=problems(body=True))
 async def set_preferences(customer_id: Name, body: PreferencesUpdate, context: Context) -> PreferencesRead:
     """Switch the optional messages (good news, still waiting) off or on, and pick the language;
     confirmations, delays and cancellations always go."""
@@ -130,14 +128,14 @@ async def set_preferences(customer_id: Name, body: PreferencesUpdate, context: C
     return PreferencesRead.model_validate(dict(row))
 
 
-@router.get("/customers/{customer_id}/preferences", responses=PROBLEMS)
+@router.get("/customers/{customer_id}/preferences", responses=problems())
 async def read_preferences(customer_id: Name, context: Context) -> PreferencesRead:
     async with context.sessions() as session:
         row = (await session.execute(READ_PREFERENCES, {"customer_id": customer_id})).mappings().first()
     return PreferencesRead.model_validate(dict(row)) if row else PreferencesRead(customer_id=customer_id)
 
 
-@router.get("/notifications", responses=PROBLEMS)
+@router.get("/notifications", responses=problems())
 async def list_notifications(
     context: Context,
     order_id: UUID | None = None,
@@ -150,7 +148,7 @@ async def list_notifications(
         return NotificationList(items=[NotificationRead.model_validate(dict(row)) for row in rows])
 
 
-@router.get("/notifications/{notification_id}", responses=PROBLEMS)
+@router.get("/notifications/{notification_id}", responses=problems(NO_NOTIFICATION))
 async def read_notification(notification_id: UUID, context: Context) -> NotificationDetail:
     """One message with its text and every delivery attempt."""
     async with context.sessions() as session:
@@ -162,7 +160,7 @@ async def read_notification(notification_id: UUID, context: Context) -> Notifica
     return NotificationDetail.model_validate({**row, "attempt_log": attempts})
 
 
-@router.post("/notifications/{notification_id}/resend", status_code=202, responses=PROBLEMS)
+@router.post("/notifications/{notification_id}/resend", status_code=202, responses=problems(NO_NOTIFICATION))
 async def resend(notification_id: UUID, context: Context) -> NotificationRead:
     """Send a message again on purpose: a new notification (new id, so receivers do not drop it as
     a repeat) with the same content, linked by `resend_of`."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query
@@ -13,6 +13,7 @@ from services.orders import handlers, views
 from services.orders.domain import LineState
 from services.orders.handlers import Conflict, NotFound
 from services.orders.schemas import CancelRequest, OrderCreate, OrderList, OrderRead, ShipmentConfirm, ShipmentList, ShipmentRead
+from shared.problems import Responses, problems
 from shared.service import Context
 
 router = APIRouter(prefix="/v1", tags=["orders"])
@@ -22,17 +23,19 @@ LineNo = Annotated[int, Path(ge=1, le=1_000_000, description="1-based line numbe
 IdempotencyKey = Annotated[
     str | None, Header(min_length=1, max_length=255, description="replays the first response for a repeated request")
 ]
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "Unknown order, line or shipment (problem+json)"},
-    409: {"description": "Conflicts with what was already done (problem+json)"},
-    422: {"description": "Invalid input: errors list each field and reason (problem+json)"},
+NO_ORDER = {404: "No order with this id"}
+CANCEL_PROBLEMS = problems({404: "No order with this id, or no such line", 409: "Nothing left to cancel"}, body=True)
+REPLAYED_HEADER = {"Idempotent-Replayed": {"description": "`true` on a replay", "schema": {"type": "string", "enum": ["true"]}}}
+PLACED: Responses = {
+    200: {"description": "Replay of the first response", "model": OrderRead, "headers": REPLAYED_HEADER},
+    201: {"description": "Placed", "headers": {"Location": {"description": "the order's URL", "schema": {"type": "string"}}}},
 }
 
 
-REPLAY: dict[int | str, dict[str, Any]] = {200: {"description": "Replay of the first response", "model": OrderRead}}
-
-
-@router.post("/orders", status_code=201, response_model=OrderRead, responses={**REPLAY, **PROBLEMS})
+@router.post(
+    "/orders", status_code=201, response_model=OrderRead,
+    responses=PLACED | problems({409: "This Idempotency-Key, or channel + external_id, was used with another body"}, body=True),
+)
 async def place_order(body: OrderCreate, context: Context, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Place an order: 201 and OrderPlaced. The same Idempotency-Key, or the same channel and
     external_id, replays the first response with 200 and `Idempotent-Replayed: true`; the same
@@ -47,7 +50,7 @@ async def place_order(body: OrderCreate, context: Context, idempotency_key: Idem
     return JSONResponse(placement.response, status_code=201, headers={"Location": f"/v1/orders/{placement.response['id']}"})
 
 
-@router.get("/orders", responses=PROBLEMS)
+@router.get("/orders", responses=problems())
 async def list_orders(
     context: Context,
     status: Annotated[LineState | None, Query(description="only orders with at least one line in this state")] = None,
@@ -59,7 +62,7 @@ async def list_orders(
     return OrderList(orders=orders, limit=limit, offset=offset)
 
 
-@router.get("/orders/{order_id}", responses=PROBLEMS)
+@router.get("/orders/{order_id}", responses=problems(NO_ORDER))
 async def read_order(order_id: UUID, context: Context) -> OrderRead:
     async with context.sessions() as session:
         order = await views.read_order(session, order_id)
@@ -68,13 +71,13 @@ async def read_order(order_id: UUID, context: Context) -> OrderRead:
     return order
 
 
-@router.post("/orders/{order_id}/cancel", responses=PROBLEMS)
+@router.post("/orders/{order_id}/cancel", responses=CANCEL_PROBLEMS)
 async def cancel_order(order_id: UUID, context: Context, body: Annotated[CancelRequest | None, Body()] = None) -> OrderRead:
     """Cancel everything not shipped on every open line; one LineCancelled per line."""
     return await _cancel(context, order_id, None, body or CancelRequest())
 
 
-@router.post("/orders/{order_id}/lines/{line_no}/cancel", responses=PROBLEMS)
+@router.post("/orders/{order_id}/lines/{line_no}/cancel", responses=CANCEL_PROBLEMS)
 async def cancel_line(
     order_id: UUID, line_no: LineNo, context: Context, body: Annotated[CancelRequest | None, Body()] = None
 ) -> OrderRead:
@@ -93,7 +96,13 @@ async def _cancel(context: Context, order_id: UUID, line_no: int | None, body: C
     return await read_order(order_id, context)
 
 
-@router.post("/orders/{order_id}/shipments", response_model=ShipmentRead, responses=PROBLEMS)
+@router.post(
+    "/orders/{order_id}/shipments", response_model=ShipmentRead,
+    responses={
+        200: {"description": "Shipped (or a replay)", "headers": REPLAYED_HEADER},
+        **problems({404: "No order with this id, or no such shipment", 409: "The shipment was withdrawn"}, body=True),
+    },
+)
 async def confirm_shipment(order_id: UUID, body: ShipmentConfirm, context: Context) -> JSONResponse:
     """The warehouse sent a requested shipment in full: its lines ship and Shipped is emitted.
     Confirming it again replays 200 with `Idempotent-Replayed: true`."""
@@ -110,7 +119,7 @@ async def confirm_shipment(order_id: UUID, body: ShipmentConfirm, context: Conte
     return JSONResponse(shipment.model_dump(mode="json"), headers=REPLAYED if replayed else None)
 
 
-@router.get("/orders/{order_id}/shipments", responses=PROBLEMS)
+@router.get("/orders/{order_id}/shipments", responses=problems(NO_ORDER))
 async def list_shipments(order_id: UUID, context: Context) -> ShipmentList:
     """Requested, confirmed and withdrawn shipments, with their lines and where each comes from."""
     async with context.sessions() as session:

@@ -8,21 +8,33 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 from services.orders.domain import Line, LineState
 from shared.events import Customer, Qty, ShipmentLine, Sku
-from shared.fields import storable
+from shared.fields import NO_NUL, WholeNumber, storable
 from shared.settings import get_settings
 
-Text = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(storable)]
+Text = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL), AfterValidator(storable)]
 # No "5" for 5 and no "yes" for true: a platform sending strings has a bug worth hearing about.
-StrictQty = Annotated[Qty, Strict()]
+StrictQty = Annotated[Qty, Strict(), WholeNumber]
 StrictBool = Annotated[bool, Strict()]
 
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# No whitespace and no control characters (C0, C1: regex engines disagree on whether \x85 is a space).
+EMAIL_CHARS = r"[^@\s\x00-\x1f\x7f-\x9f]+"
+EMAIL = rf"^{EMAIL_CHARS}@{EMAIL_CHARS}\.{EMAIL_CHARS}$"
+
+
+class CustomerCreate(Customer):
+    """The customer as a platform sends it: the event's Customer, with text the database can store."""
+
+    id: Text
+    email: Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL), AfterValidator(storable)]
 
 
 class LineCreate(Request):
@@ -36,25 +48,11 @@ class Shipping(Request):
 
 class OrderCreate(Request):
     external_id: Text
-    channel: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(storable)]
-    customer: Customer
-    lines: Annotated[list[LineCreate], Field(min_length=1)]
+    channel: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL), AfterValidator(storable)]
+    customer: CustomerCreate
+    # The limit is a setting, read once when the service starts, so that the OpenAPI states it.
+    lines: Annotated[list[LineCreate], Field(min_length=1, max_length=get_settings().max_order_lines)]
     shipping: Shipping = Shipping()
-
-    @field_validator("customer")
-    @classmethod
-    def customer_storable(cls, customer: Customer) -> Customer:
-        storable(customer.id)
-        storable(customer.email)
-        return customer
-
-    @field_validator("lines")
-    @classmethod
-    def at_most_max_lines(cls, lines: list[LineCreate]) -> list[LineCreate]:
-        limit = get_settings().max_order_lines
-        if len(lines) > limit:
-            raise ValueError(f"an order has at most {limit} lines, got {len(lines)}")
-        return lines
 
     def request_hash(self) -> str:
         """Fingerprint of the canonical body (defaults filled, keys sorted) for idempotent replays."""
@@ -104,7 +102,7 @@ class OrderList(BaseModel):
 
 
 class CancelRequest(Request):
-    reason: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(storable)] = "customer_request"
+    reason: Annotated[str, Field(min_length=1, max_length=500, pattern=NO_NUL), AfterValidator(storable)] = "customer_request"
 
 
 class ShipmentConfirm(Request):

@@ -26,6 +26,7 @@ from .crashpoints import CONSUMER_AFTER_DB_COMMIT, crash_point
 from .failures import is_transient, is_unreachable
 from .handlers import DeadLetter, Handlers
 from .outbox import unit_of_work
+from .reasons import rejected, unparseable
 
 log = logging.getLogger("bus.consumer")
 
@@ -277,7 +278,7 @@ class EventConsumer:
                 self._pass_over(str(unhandled))
                 continue
             except ValueError as error:
-                await self._dead_letter(record, f"unparseable: {error}".replace("\n", " ")[:2000])
+                await self._dead_letter(record, unparseable(error))
                 continue
             if envelope.producer == self.name:
                 continue  # ours, from a producer that set no header: what we did, not news to us
@@ -356,7 +357,7 @@ class EventConsumer:
                 self._db_outage.recovered("retries")
                 return
             except DeadLetter as error:
-                await self._dead_letter(received.record, f"rejected: {error}")
+                await self._dead_letter(received.record, rejected(error))
                 return
             except Exception as error:
                 attempt += 1

@@ -88,10 +88,10 @@ class Case:
 
 MEGABYTE = 1_100_000  # over max_partition_fetch_bytes and max_request_size (1 MiB each)
 CASES = {
-    "not json": Case(lambda key: b"{not json", dlq_reason="unparseable: "),
+    "not json": Case(lambda key: b"{not json", dlq_reason="unparseable message: not JSON (key must be a string"),
     "wrong shape": Case(
         lambda key: wire(envelope_for(order_placed()).model_copy(update={"payload": {"order_id": key}})),
-        dlq_reason="unparseable: ",
+        dlq_reason="unparseable OrderPlaced: external_id is missing; channel is missing;",
     ),
     "unknown type, relay headers": Case(
         lambda key: wire(unknown_type(key)), lambda key: relay_headers(unknown_type(key)), skipped=1
@@ -107,7 +107,7 @@ CASES = {
         lambda key: wire(envelope_for(order_placed()).model_copy(update={"schema_version": 2})),
         dlq_reason="OrderPlaced schema_version 2 is newer than the 1 this build reads",
     ),
-    "1 MB not json": Case(lambda key: b"x" * MEGABYTE, dlq_reason="unparseable: ", large=True),
+    "1 MB not json": Case(lambda key: b"x" * MEGABYTE, dlq_reason="unparseable message: not JSON", large=True),
     "1 MB valid envelope of an unknown type": Case(
         lambda key: wire(unknown_type(key).model_copy(update={"payload": {"blob": "x" * MEGABYTE}})), skipped=1, large=True,
     ),
