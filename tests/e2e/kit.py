@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from uuid import uuid4
 
 import httpx
@@ -48,3 +49,21 @@ async def place_order(
     assert placed.status_code == 201, placed.text
     order_id: str = placed.json()["id"]
     return order_id
+
+
+async def purchase_order(inventory_api: httpx.AsyncClient, sku: str, qty: int, expected: date) -> str:
+    """An open purchase order from ACME for one SKU; returns its id."""
+    po_id = f"PO-{uuid4().hex[:8]}"
+    created = await inventory_api.post("/v1/purchase-orders", json={
+        "id": po_id, "supplier": "ACME", "lines": [{"sku": sku, "qty": qty}], "expected_at": expected.isoformat()})
+    assert created.status_code == 201, created.text
+    return po_id
+
+
+async def receive(inventory_api: httpx.AsyncClient, sku: str, qty: int, po_id: str | None = None) -> str:
+    """A warehouse receipt of one SKU (against a purchase order when named); returns its id."""
+    receipt_id = f"RCV-{uuid4().hex[:8]}"
+    received = await inventory_api.post("/v1/receipts", json={
+        "receipt_id": receipt_id, "warehouse": "DC1", "purchase_order_id": po_id, "lines": [{"sku": sku, "qty": qty}]})
+    assert received.status_code == 201, received.text
+    return receipt_id

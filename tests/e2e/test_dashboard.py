@@ -6,10 +6,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
-from uuid import uuid4
 
 import pytest
-from e2e.kit import new_customer, new_sku, place_order, set_policy
+from e2e.kit import new_customer, new_sku, place_order, purchase_order, receive, set_policy
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from shared.devstack.stack import DASHBOARD
@@ -46,11 +45,7 @@ async def test_the_dashboard_shows_a_new_backorder_and_its_fill_live(stack, brow
 
     sku = new_sku("DASH")
     await set_policy(inventory_api, sku, supplier="ACME")
-    po_id = f"PO-{uuid4().hex[:8]}"
-    expected = (date.today() + timedelta(days=7)).isoformat()
-    created = await inventory_api.post("/v1/purchase-orders", json={
-        "id": po_id, "supplier": "ACME", "lines": [{"sku": sku, "qty": 3}], "expected_at": expected})
-    assert created.status_code == 201, created.text
+    po_id = await purchase_order(inventory_api, sku, 3, date.today() + timedelta(days=7))
     order_id = await place_order(orders_api, new_customer(), [(sku, 3)])
 
     row = page.locator(f'tr[data-sku="{sku}"]')
@@ -58,10 +53,7 @@ async def test_the_dashboard_shows_a_new_backorder_and_its_fill_live(stack, brow
     await expect(row).to_contain_text(po_id)
     await expect(feed_line(page, "BackorderBooked", order_id)).to_have_count(1, timeout=15_000)
 
-    receipt_id = f"RCV-{uuid4().hex[:8]}"
-    received = await inventory_api.post("/v1/receipts", json={
-        "receipt_id": receipt_id, "warehouse": "DC1", "purchase_order_id": po_id, "lines": [{"sku": sku, "qty": 3}]})
-    assert received.status_code == 201, received.text
+    receipt_id = await receive(inventory_api, sku, 3, po_id)
 
     await expect(feed_line(page, "GoodsReceived", receipt_id)).to_have_count(1, timeout=15_000)
     await expect(feed_line(page, "BackorderAllocated", order_id)).to_have_count(1, timeout=15_000)

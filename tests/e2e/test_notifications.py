@@ -11,17 +11,9 @@ from uuid import uuid4
 
 import httpx
 from babel.dates import format_skeleton
-from e2e.kit import count_stock, new_customer, new_sku, place_order, set_policy
+from e2e.kit import count_stock, new_customer, new_sku, place_order, purchase_order, set_policy
 from receivers import ReceivedMail, RecordingSmtp
 from support import eventually
-
-
-async def purchase_order(inventory_api: httpx.AsyncClient, sku: str, qty: int, expected: date) -> str:
-    po_id = f"PO-{uuid4().hex[:8]}"
-    created = await inventory_api.post("/v1/purchase-orders", json={
-        "id": po_id, "supplier": "ACME", "lines": [{"sku": sku, "qty": qty}], "expected_at": expected.isoformat()})
-    assert created.status_code == 201, created.text
-    return po_id
 
 
 async def mails_settle(smtp: RecordingSmtp, address: str, count: int, quiet: float = 1.2) -> list[ReceivedMail]:

@@ -19,7 +19,7 @@ from uuid import uuid4
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from e2e.kit import new_customer, new_sku, place_order, set_policy
+from e2e.kit import new_customer, new_sku, place_order, purchase_order, receive, set_policy
 from support import publish
 from typer.testing import CliRunner
 
@@ -52,17 +52,10 @@ async def backorder_then_receive(stack: Any, orders_api: httpx.AsyncClient, inve
     """An order for a SKU on purchase order: short, booked, then served by a receipt. Returns (order id, SKU)."""
     sku = new_sku("OPS")
     await set_policy(inventory_api, sku, supplier="ACME")
-    po_id = f"PO-{uuid4().hex[:8]}"
-    expected = (date.today() + timedelta(days=10)).isoformat()
-    created = await inventory_api.post("/v1/purchase-orders", json={
-        "id": po_id, "supplier": "ACME", "lines": [{"sku": sku, "qty": 5}], "expected_at": expected})
-    assert created.status_code == 201, created.text
+    po_id = await purchase_order(inventory_api, sku, 5, date.today() + timedelta(days=10))
     order_id = await place_order(orders_api, new_customer(), [(sku, 3)])
     await stack.wait_quiescent()
-    received = await inventory_api.post("/v1/receipts", json={
-        "receipt_id": f"RCV-{uuid4().hex[:8]}", "warehouse": "DC1", "purchase_order_id": po_id,
-        "lines": [{"sku": sku, "qty": 5}]})
-    assert received.status_code == 201, received.text
+    await receive(inventory_api, sku, 5, po_id)
     await stack.wait_quiescent()
     return order_id, sku
 
