@@ -19,6 +19,7 @@ from shared.events import (
     GoodsPutAway,
     GoodsReceived,
     LineCancelled,
+    LinePreordered,
     LineRejected,
     NotificationFailed,
     NotificationSent,
@@ -68,6 +69,8 @@ EXAMPLES: tuple[Event, ...] = (
     ShipmentReported(order_id=ORDER_ID, shipment_id=SHIPMENT_ID, lines=_SHIPMENT, shipped_at=SHIPPED_AT),
     Shipped(order_id=ORDER_ID, shipment_id=SHIPMENT_ID, lines=_SHIPMENT, shipped_at=SHIPPED_AT),
     StockReserved(order_id=ORDER_ID, line_no=2, sku="SKU-B", qty=1),
+    LinePreordered(order_id=ORDER_ID, line_no=3, sku="SKU-NEW", qty=1, release_date=date(2027, 3, 1),
+                   previous_release_date=date(2027, 2, 15)),
     StockShort(
         order_id=ORDER_ID, line_no=1, sku="SKU-A", qty_short=2, qty_reserved=0, ordered_at=PLACED_AT,
         customer_tier="vip", partial_allowed=False, order_short_lines=1, short_seq=17,

@@ -211,6 +211,7 @@ class RejectionReason(StrEnum):
     DISCONTINUED = "discontinued"
     NOT_BACKORDERABLE = "not_backorderable"
     BACKORDER_LIMIT = "backorder_limit"
+    PREORDER_LIMIT = "preorder_limit"
     UNKNOWN_SKU = "unknown_sku"
 
 
@@ -225,6 +226,24 @@ class StockReserved(Event):
     line_no: int
     sku: Sku
     qty: Qty
+
+
+class LinePreordered(Event):
+    """A line for a SKU not released yet waits for its release date, not for goods: it is no
+    backorder (the allocator never books it). Told at placement, and again with the date before
+    (`previous_release_date`) whenever the release date moves. On the release date the line is
+    decided like any other (StockReserved, StockShort or LineRejected) in order-time order.
+    Keyed by order, like StockReserved: an order's lines reach orders in one partition."""
+
+    event_type: ClassVar[str] = "LinePreordered"
+    stream: ClassVar[Stream] = Stream.STOCK
+    key_field: ClassVar[str] = "order_id"
+    order_id: UUID
+    line_no: int
+    sku: Sku
+    qty: Qty
+    release_date: date
+    previous_release_date: date | None = None
 
 
 class StockShort(Event):
@@ -422,7 +441,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     model.event_type: model
     for model in (
         OrderPlaced, LineCancelled, ShipmentRequested, ShipmentReported, Shipped,
-        StockReserved, StockShort, LineRejected, StockReleased, PurchaseOrderChanged, GoodsPutAway,
+        StockReserved, LinePreordered, StockShort, LineRejected, StockReleased, PurchaseOrderChanged, GoodsPutAway,
         GoodsReceived, BackorderAllocated, BackorderBooked, EtaChanged, NotificationSent, NotificationFailed,
     )
 }

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # close behind the consumers, so a lost broker gets little back that was already consumed.
     relay_broker_check_seconds: float = 5.0
 
+    # Inventory: how often the release clock looks for preorder SKUs whose release day has come.
+    preorder_release_check_s: float = 30.0
+
     # HTTP guards.
     max_body_bytes: int = 1_048_576
     max_order_lines: int = 500

@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response
@@ -96,7 +97,7 @@ async def get_availability(sku: SkuPath, context: Context) -> AvailabilityRead:
         if policy is None or stock is None:
             raise HTTPException(404, f"unknown sku {sku}")
         inbound = await views.inbound_supply(session, sku)
-    answer = availability(policy, stock.available, stock.backordered, inbound)
+    answer = availability(policy, stock.available, stock.backordered, inbound, stock.preordered, datetime.now(UTC).date())
     return AvailabilityRead(sku=sku, status=answer.status.value, available=answer.available, expected_at=answer.expected_at)
 
 

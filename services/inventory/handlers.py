@@ -23,6 +23,7 @@ from services.inventory.domain.stock import (
     LineKey,
     NotEnoughStock,
     NotHeld,
+    Preorder,
     RequestedLine,
     SkuPolicy,
     allocate_to_line,
@@ -31,6 +32,8 @@ from services.inventory.domain.stock import (
     count_delta,
     put_away_delta,
     receipt_delta,
+    release_deltas,
+    release_preorders,
     repeats_line_no,
     reservation_deltas,
     reserve_orders,
@@ -57,6 +60,7 @@ from shared.events import (
     GoodsPutAway,
     GoodsReceived,
     LineCancelled,
+    LinePreordered,
     LineRejected,
     OrderPlaced,
     PurchaseOrderChanged,
@@ -100,9 +104,63 @@ class UnknownSku(Invalid):
 # --- commands: SKU policy and counts ------------------------------------------------------------
 
 
-async def put_sku_policy(uow: UnitOfWork, policy: SkuPolicy) -> bool:
-    """Create or update a SKU's policy; a new SKU starts with an empty stock row. True when new."""
-    return await store.upsert_policy(uow.session, policy)
+async def put_sku_policy(uow: UnitOfWork, policy: SkuPolicy, today: date | None = None) -> bool:
+    """Create or update a SKU's policy; a new SKU starts with an empty stock row. True when new.
+    A release date moved to another future day re-dates the lines preordered so far, and each
+    customer is told (LinePreordered with the date before); one moved to today or earlier, or
+    taken away, releases them instead (see `release_preorders_due`)."""
+    today = today or datetime.now(UTC).date()
+    created = await store.upsert_policy(uow.session, policy)
+    if policy.on_preorder(today) and policy.release_date is not None:
+        await store.lock_stock(uow.session, [policy.sku])  # serialised with a release of the same SKU
+        for preorder in await store.waiting_preorders(uow.session, [policy.sku]):
+            if preorder.release_date != policy.release_date:
+                order_id, line_no = preorder.key
+                uow.emit(LinePreordered(order_id=order_id, line_no=line_no, sku=preorder.sku, qty=preorder.qty,
+                                        release_date=policy.release_date, previous_release_date=preorder.release_date),
+                         correlation_id=str(order_id))
+        await store.retell_release(uow.session, policy.sku, policy.release_date)
+    return created
+
+
+async def release_preorders_due(uow: UnitOfWork, today: date | None = None) -> int:
+    """Release day: every SKU whose release date has come decides its preordered lines in the order
+    they were placed: reserved from the stock held for them, short (into the backorder book, at
+    their order time), or rejected, announced as a placed line's are. Returns the lines released."""
+    today = today or datetime.now(UTC).date()
+    skus = await store.release_due(uow.session, today)
+    if not skus:
+        return 0
+    levels, policies = await store.lock_stock_with_policies(uow.session, skus)
+    queued = [p for p in await store.waiting_preorders(uow.session, skus) if not policies[p.sku].on_preorder(today)]
+    lines = await store.lock_lines(uow.session, (p.key for p in queued))
+    due = [p for p in queued if p.key in lines and lines[p.key].preordered > 0 and not lines[p.key].cancelled]
+    decisions = release_preorders(due, policies, levels)
+    await store.apply_deltas(uow.session, release_deltas(decisions))
+    first = await store.number_shortfalls(uow.session, Counter(d.sku for d in decisions if d.short))
+    holdings: dict[LineKey, LineHolding] = {}
+    for preorder, decision, short_seq in zip(due, decisions, shortfall_numbers(decisions, first), strict=True):
+        order_id, line_no = preorder.key
+        held = lines[preorder.key]
+        holdings[preorder.key] = replace(held, preordered=0, reserved=held.reserved + decision.reserved, waiting=decision.short,
+                                         short_seq=short_seq)
+        told = str(order_id)
+        if decision.rejection:
+            uow.emit(LineRejected(order_id=order_id, line_no=line_no, sku=preorder.sku, qty=preorder.qty,
+                                  reason=decision.rejection), correlation_id=told)
+        if decision.reserved:
+            uow.emit(StockReserved(order_id=order_id, line_no=line_no, sku=preorder.sku, qty=decision.reserved),
+                     correlation_id=told)
+        if decision.short:
+            uow.emit(StockShort(order_id=order_id, line_no=line_no, sku=preorder.sku, qty_short=decision.short,
+                                qty_reserved=decision.reserved, ordered_at=preorder.ordered_at, customer_tier=preorder.tier,
+                                partial_allowed=preorder.partial_allowed, order_short_lines=preorder.order_short_lines,
+                                short_seq=short_seq), correlation_id=told)
+    await store.save_lines(uow.session, holdings)
+    await store.mark_released(uow.session, [p.key for p in queued])
+    if due:
+        log.info("released %d preordered lines of %s", len(due), ", ".join(sorted({p.sku for p in due})))
+    return len(due)
 
 
 async def adjust_count(uow: UnitOfWork, sku: str, delta: int, reason: str) -> Buckets:
@@ -314,7 +372,7 @@ async def on_orders_placed(run: Sequence[tuple[Envelope, OrderPlaced]], uow: Uni
     # meanwhile: two orders never both get the last unit (see store's docstring).
     levels, policies = await store.lock_stock_with_policies(uow.session, (line.sku for _, lines in requests for line in lines))
     recorded = await store.lock_lines(uow.session, ((order_id, line.line_no) for order_id, lines in requests for line in lines))
-    decided = reserve_orders(requests, policies, levels, recorded.keys())
+    decided = reserve_orders(requests, policies, levels, recorded.keys(), today=datetime.now(UTC).date())
     every = [decision for decisions in decided for decision in decisions]
     if not every:
         return
@@ -323,8 +381,11 @@ async def on_orders_placed(run: Sequence[tuple[Envelope, OrderPlaced]], uow: Uni
     numbers = iter(shortfall_numbers(every, first))
     holdings: dict[LineKey, LineHolding] = {}
     rejections: dict[LineKey, str] = {}
+    preorders: list[Preorder] = []
     for (envelope, order), decisions in zip(run, decided, strict=True):
-        short_lines = sum(1 for d in decisions if d.short)
+        # A preordered line counts as short for the book: an order that may not ship partially is
+        # held, not cross-docked, while it waits for the release.
+        short_lines = sum(1 for d in decisions if d.short or d.preordered)
         for d in decisions:
             short_seq = next(numbers)
             holdings[(order.order_id, d.line_no)] = LineHolding.decided(d, short_seq)
@@ -336,6 +397,11 @@ async def on_orders_placed(run: Sequence[tuple[Envelope, OrderPlaced]], uow: Uni
                 )
             if d.reserved:
                 uow.emit(StockReserved(order_id=order.order_id, line_no=d.line_no, sku=d.sku, qty=d.reserved), cause=envelope)
+            if d.preordered and d.release_date is not None:
+                uow.emit(LinePreordered(order_id=order.order_id, line_no=d.line_no, sku=d.sku, qty=d.preordered,
+                                        release_date=d.release_date), cause=envelope)
+                preorders.append(Preorder((order.order_id, d.line_no), d.sku, d.preordered, order.placed_at, order.customer.tier,
+                                          order.partial_allowed, short_lines, d.release_date))
             if d.short:
                 uow.emit(
                     StockShort(
@@ -346,6 +412,7 @@ async def on_orders_placed(run: Sequence[tuple[Envelope, OrderPlaced]], uow: Uni
                     cause=envelope,
                 )
     await store.save_lines(uow.session, holdings, rejections)
+    await store.insert_preorders(uow.session, preorders)
 
 
 async def on_line_cancelled(event: LineCancelled, uow: UnitOfWork) -> None:

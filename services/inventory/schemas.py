@@ -42,6 +42,12 @@ class SkuPolicyWrite(Request):
     safety_stock: Units = 0
     case_pack: Annotated[int, Strict(), Field(ge=1, le=MAX_QTY), WholeNumber] = 1
     min_order_qty: Units = 0
+    release_date: date | None = Field(
+        None, description="sold as a preorder until this day (UTC): lines wait for it, not for goods; null: released"
+    )
+    preorder_cap: Annotated[int, Strict(), Field(ge=0, le=1_000_000_000), WholeNumber] | None = Field(
+        None, description="cap on units preordered across all orders; null: no cap"
+    )
 
 
 class SkuPolicyRead(BaseModel):
@@ -53,6 +59,8 @@ class SkuPolicyRead(BaseModel):
     safety_stock: int
     case_pack: int
     min_order_qty: int
+    release_date: date | None
+    preorder_cap: int | None
 
 
 class StockRead(BaseModel):
@@ -66,6 +74,7 @@ class StockRead(BaseModel):
     counted_in: int
     counted_out: int
     backordered: int
+    preordered: int = Field(description="units on lines waiting for the release date (a tally, like backordered)")
 
 
 NOT_ZERO: dict[str, Any] = {"not": {"const": 0}}  # what `not_zero` below refuses, in the schema
@@ -90,9 +99,11 @@ class AdjustmentCreate(Request):
 
 class AvailabilityRead(BaseModel):
     sku: str
-    status: Literal["in_stock", "backorder", "out_of_stock"]
+    status: Literal["in_stock", "backorder", "preorder", "out_of_stock"]
     available: int
-    expected_at: date | None
+    expected_at: date | None = Field(
+        description="backorder: when a purchase order would cover one more unit; preorder: the release date"
+    )
 
 
 # --- purchase orders ----------------------------------------------------------------------------

@@ -23,18 +23,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.inventory.domain.stock import BUCKETS, Buckets, LineHolding, LineKey, SkuPolicy
+from services.inventory.domain.stock import BUCKETS, Buckets, LineHolding, LineKey, Preorder, SkuPolicy
 from services.inventory.domain.supply import PurchaseOrder, PurchaseOrderLine, ReceiptContent, receipt_content
 from shared.events import Event, GoodsReceived, ShipmentLine
 
 POLICY_FIELDS = tuple(SkuPolicy.__dataclass_fields__)
-LINE_FIELDS = ("reserved", "cross_docked", "shipped", "waiting", "cancelled", "short_seq")
+LINE_FIELDS = ("reserved", "cross_docked", "shipped", "waiting", "cancelled", "short_seq", "preordered")
 
 LOCK_STOCK = text(f"SELECT sku, {', '.join(BUCKETS)} FROM stock WHERE sku = ANY(CAST(:skus AS text[])) ORDER BY sku FOR UPDATE")
 LOCK_STOCK_WITH_POLICIES = text(
@@ -65,10 +66,12 @@ LOCK_LINES = text(
     "ORDER BY order_id, line_no FOR UPDATE"
 )
 SAVE_LINE = text(
-    "INSERT INTO line_stock (order_id, line_no, sku, reserved, cross_docked, shipped, waiting, cancelled, rejection, short_seq) "
-    "VALUES (:order_id, :line_no, :sku, :reserved, :cross_docked, :shipped, :waiting, :cancelled, :rejection, :short_seq) "
+    "INSERT INTO line_stock (order_id, line_no, sku, reserved, cross_docked, shipped, waiting, cancelled, rejection, short_seq, "
+    "preordered) VALUES (:order_id, :line_no, :sku, :reserved, :cross_docked, :shipped, :waiting, :cancelled, :rejection, "
+    ":short_seq, :preordered) "
     "ON CONFLICT (order_id, line_no) DO UPDATE SET reserved = EXCLUDED.reserved, cross_docked = EXCLUDED.cross_docked, "
-    "shipped = EXCLUDED.shipped, waiting = EXCLUDED.waiting, cancelled = EXCLUDED.cancelled, updated_at = now()"
+    "shipped = EXCLUDED.shipped, waiting = EXCLUDED.waiting, cancelled = EXCLUDED.cancelled, short_seq = EXCLUDED.short_seq, "
+    "preordered = EXCLUDED.preordered, updated_at = now()"
 )
 LOAD_POLICIES = text(f"SELECT {', '.join(POLICY_FIELDS)} FROM sku_policy WHERE sku = ANY(CAST(:skus AS text[]))")
 UPSERT_POLICY = text(
@@ -121,6 +124,26 @@ UPSERT_PURCHASE_ORDER_LINE = text(
     "DO UPDATE SET qty_ordered = EXCLUDED.qty_ordered, qty_received = EXCLUDED.qty_received"
 )
 RECEIPTS_OF = text("SELECT receipt_id FROM receipt WHERE purchase_order_id = :id ORDER BY receipt_id")
+INSERT_PREORDERS = text(
+    "INSERT INTO preorder_line (order_id, line_no, sku, qty, ordered_at, tier, partial_allowed, order_short_lines, release_date) "
+    "SELECT * FROM unnest(CAST(:order_ids AS uuid[]), CAST(:line_nos AS int[]), CAST(:skus AS text[]), CAST(:qtys AS bigint[]), "
+    "CAST(:ordered_ats AS timestamptz[]), CAST(:tiers AS text[]), CAST(:partials AS boolean[]), CAST(:short_lines AS int[]), "
+    "CAST(:release_dates AS date[])) ON CONFLICT DO NOTHING"
+)
+# A SKU's preordered lines still waiting, in the order they were placed: the order of their release.
+WAITING_PREORDERS = text(
+    "SELECT order_id, line_no, sku, qty, ordered_at, tier, partial_allowed, order_short_lines, release_date FROM preorder_line "
+    "WHERE sku = ANY(CAST(:skus AS text[])) AND released_at IS NULL ORDER BY sku, ordered_at, order_id, line_no"
+)
+RELEASE_DUE = text(
+    "SELECT DISTINCT w.sku FROM preorder_line w JOIN sku_policy p ON p.sku = w.sku "
+    "WHERE w.released_at IS NULL AND (p.release_date IS NULL OR p.release_date <= :today) ORDER BY w.sku"
+)
+MARK_RELEASED = text(
+    "UPDATE preorder_line SET released_at = now() "
+    "WHERE (order_id, line_no) IN (SELECT * FROM unnest(CAST(:orders AS uuid[]), CAST(:lines AS int[])))"
+)
+RETELL_RELEASE = text("UPDATE preorder_line SET release_date = :release_date WHERE sku = :sku AND released_at IS NULL")
 
 
 # --- stock rows ---------------------------------------------------------------------------------
@@ -347,3 +370,42 @@ async def update_purchase_order(session: AsyncSession, order: PurchaseOrder) -> 
 
 async def receipts_of(session: AsyncSession, po_id: str) -> tuple[str, ...]:
     return tuple(row.receipt_id for row in await session.execute(RECEIPTS_OF, {"id": po_id}))
+
+
+# --- preorders ----------------------------------------------------------------------------------
+
+
+async def insert_preorders(session: AsyncSession, preorders: Sequence[Preorder]) -> None:
+    """Queue preordered lines for their release (a line queued before is left as it is)."""
+    if preorders:
+        await session.execute(INSERT_PREORDERS, {
+            "order_ids": [p.key[0] for p in preorders], "line_nos": [p.key[1] for p in preorders],
+            "skus": [p.sku for p in preorders], "qtys": [p.qty for p in preorders],
+            "ordered_ats": [p.ordered_at for p in preorders], "tiers": [p.tier for p in preorders],
+            "partials": [p.partial_allowed for p in preorders], "short_lines": [p.order_short_lines for p in preorders],
+            "release_dates": [p.release_date for p in preorders],
+        })
+
+
+async def waiting_preorders(session: AsyncSession, skus: Iterable[str]) -> list[Preorder]:
+    """The SKUs' preordered lines not released yet, in release order (lock the stock rows first)."""
+    rows = await session.execute(WAITING_PREORDERS, {"skus": sorted(set(skus))})
+    return [
+        Preorder((row.order_id, row.line_no), row.sku, row.qty, row.ordered_at, row.tier, row.partial_allowed,
+                 row.order_short_lines, row.release_date)
+        for row in rows
+    ]
+
+
+async def release_due(session: AsyncSession, today: date) -> list[str]:
+    """SKUs whose release day has come (or whose release date was taken away) with lines waiting."""
+    return list((await session.execute(RELEASE_DUE, {"today": today})).scalars())
+
+
+async def mark_released(session: AsyncSession, keys: Sequence[LineKey]) -> None:
+    if keys:
+        await session.execute(MARK_RELEASED, {"orders": [k[0] for k in keys], "lines": [k[1] for k in keys]})
+
+
+async def retell_release(session: AsyncSession, sku: str, release_date: date) -> None:
+    await session.execute(RETELL_RELEASE, {"sku": sku, "release_date": release_date})

@@ -27,6 +27,8 @@ class SkuPolicyRow(SQLModel, table=True):
     safety_stock: int = 0
     case_pack: int = 1
     min_order_qty: int = 0
+    release_date: date | None = None
+    preorder_cap: int | None = None
     updated_at: datetime = _timestamp()
 
 
@@ -39,7 +41,7 @@ class StockRow(SQLModel, table=True):
         sa.CheckConstraint(f"{bucket} >= 0", name=f"stock_{bucket}_not_negative")
         for bucket in (
             "available", "reserved", "pending", "cross_docked", "shipped",
-            "received", "counted_in", "counted_out", "backordered",
+            "received", "counted_in", "counted_out", "backordered", "preordered",
         )
     )
     sku: str = Field(primary_key=True, foreign_key="sku_policy.sku")
@@ -52,6 +54,7 @@ class StockRow(SQLModel, table=True):
     counted_in: int = _units()
     counted_out: int = _units()
     backordered: int = _units()
+    preordered: int = _units()
     short_seq: int = _units()  # shortfalls numbered so far (StockShort.short_seq)
     updated_at: datetime = _timestamp()
 
@@ -62,7 +65,7 @@ class LineStockRow(SQLModel, table=True):
     __tablename__ = "line_stock"
     __table_args__ = tuple(
         sa.CheckConstraint(f"{bucket} >= 0", name=f"line_stock_{bucket}_not_negative")
-        for bucket in ("reserved", "cross_docked", "shipped", "waiting")
+        for bucket in ("reserved", "cross_docked", "shipped", "waiting", "preordered")
     )
     order_id: UUID = Field(primary_key=True)
     line_no: int = Field(primary_key=True)
@@ -74,7 +77,26 @@ class LineStockRow(SQLModel, table=True):
     cancelled: bool = False
     rejection: str | None = None
     short_seq: int = _units()  # which of its SKU's shortfalls this line waits on (0: none)
+    preordered: int = _units()  # units waiting for the SKU's release date
     updated_at: datetime = _timestamp()
+
+
+class PreorderLineRow(SQLModel, table=True):
+    """A preordered line waiting for its release (released_at unset), with what its StockShort will
+    need if the release finds too little stock, and the release date the customer was last told."""
+
+    __tablename__ = "preorder_line"
+    __table_args__ = (sa.Index("preorder_line_waiting", "sku", "ordered_at", postgresql_where=sa.text("released_at IS NULL")),)
+    order_id: UUID = Field(primary_key=True)
+    line_no: int = Field(primary_key=True)
+    sku: str
+    qty: int = Field(sa_type=sa.BigInteger)
+    ordered_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    tier: str
+    partial_allowed: bool
+    order_short_lines: int
+    release_date: date
+    released_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(timezone=True)))
 
 
 class PurchaseOrderRow(SQLModel, table=True):

@@ -59,6 +59,7 @@ class LineFacts:
     shipped: int = 0
     cancelled: int = 0
     consolation_offered: bool = False
+    preordered: int = 0  # units told to wait for the SKU's release date (promised_date is that date)
 
     # What each fact does to the line: set to the larger value, so a fact that arrives twice (or a
     # StockShort after its StockReserved, which it repeats) changes nothing.
@@ -67,6 +68,10 @@ class LineFacts:
 
     def with_short(self, qty_short: int, qty_reserved: int) -> LineFacts:
         return replace(self, short=max(self.short, qty_short), reserved=max(self.reserved, qty_reserved))
+
+    def with_preordered(self, qty: int, release_date: date) -> LineFacts:
+        return replace(self, preordered=max(self.preordered, qty), promised_date=release_date,
+                       first_promised_date=self.first_promised_date or release_date)
 
     def with_rejected(self, reason: str) -> LineFacts:
         return replace(self, rejected_reason=reason)
@@ -88,19 +93,27 @@ class LineFacts:
         return replace(self, cancelled=max(self.cancelled, qty))
 
     @property
+    def awaiting_release(self) -> int:
+        """Units preordered and not yet decided on the release day (then they are reserved or short)."""
+        if self.cancelled or self.rejected_reason or self.reserved + self.short >= self.qty:
+            return 0
+        return self.preordered
+
+    @property
     def waiting(self) -> int:
-        """Units still waiting for goods (none once the line is cancelled or rejected)."""
+        """Units still waiting for goods or for their release (none once cancelled or rejected)."""
         if self.cancelled or self.rejected_reason:
             return 0
-        return max(self.short - self.allocated, 0)
+        return max(self.short - self.allocated, 0) + self.awaiting_release
 
     @property
     def settled(self) -> bool:
         """Inventory and, for a shortfall, the allocator have decided the line: the customer can be
-        told what ships now and what waits until when."""
+        told what ships now and what waits until when (a preordered line: until its release)."""
         if self.cancelled or self.rejected_reason:
             return True
-        return self.qty > 0 and self.reserved + self.short >= self.qty and (self.short == 0 or self.booked)
+        decided = self.reserved + self.short + self.awaiting_release
+        return self.qty > 0 and decided >= self.qty and (self.short == 0 or self.booked)
 
 
 @dataclass(frozen=True)
@@ -212,6 +225,7 @@ class LineView:
     qty_cancelled: int = 0
     qty_shipped: int = 0
     days_left: int | None = None  # still-waiting: days to the promised date (None: no date known)
+    preorder: bool = False  # waits for the product's release: promised_date is the release date
 
 
 @dataclass(frozen=True)
@@ -289,6 +303,7 @@ def line_view(line: LineFacts, today: date | None = None) -> LineView:
         qty_cancelled=line.cancelled,
         qty_shipped=line.shipped,
         days_left=days_left,
+        preorder=line.awaiting_release > 0,
     )
 
 

@@ -34,6 +34,7 @@ from shared.events import (
     EtaChanged,
     Event,
     LineCancelled,
+    LinePreordered,
     LineRejected,
     OrderPlaced,
     ShipmentRequested,
@@ -103,6 +104,21 @@ def on_stock_reserved(event: StockReserved, views: Views) -> None:
 
 def on_stock_short(event: StockShort, views: Views) -> None:
     views.update_line(event.order_id, event.line_no, lambda line: line.with_short(event.qty_short, event.qty_reserved))
+
+
+def on_line_preordered(event: LinePreordered, views: Views) -> None:
+    """A line waits for its release date; when that date moves after the confirmation, the customer
+    is told as of any promise that moved (a delay or good news, worded for a release). No
+    consolation: the release date is the product's, not a promise of supply we failed."""
+    policy = get_notifier_settings().notice_policy()
+    confirmed = views.orders[event.order_id].confirmed
+    before, _ = views.update_line(event.order_id, event.line_no,
+                                  lambda line: line.with_preordered(event.qty, event.release_date))
+    if event.previous_release_date is None or not confirmed:
+        return
+    notice = eta_notice(before, event.previous_release_date, event.release_date, policy)
+    if notice is not None:
+        views.tell(event.order_id, notice)
 
 
 def on_line_rejected(event: LineRejected, views: Views) -> None:
@@ -176,6 +192,7 @@ APPLY: dict[type[Event], Callable[[Any, Views], None]] = {
     OrderPlaced: on_order_placed,
     StockReserved: on_stock_reserved,
     StockShort: on_stock_short,
+    LinePreordered: on_line_preordered,
     LineRejected: on_line_rejected,
     BackorderBooked: on_backorder_booked,
     EtaChanged: on_eta_changed,

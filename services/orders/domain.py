@@ -19,6 +19,7 @@ from shared.events import ShipmentLine
 
 class LineState(StrEnum):
     PENDING = "pending"  # inventory has not answered for every unit yet
+    PREORDERED = "preordered"  # waits for its SKU's release date, not for goods (expected_date: that date)
     RESERVED = "reserved"  # every unit reserved from stock
     BACKORDERED = "backordered"  # some units wait in the backorder book
     REJECTED = "rejected"  # the line cannot be filled (reason kept)
@@ -50,6 +51,7 @@ class Line:
     cancel_reason: str | None = None
     rejected_reason: str | None = None
     expected_date: date | None = None
+    preordered: int = 0  # units told to wait for the release date; inventory decides them on that day
 
     @property
     def allocated(self) -> int:
@@ -87,7 +89,7 @@ class Line:
         if self.supplied >= self.qty:
             return LineState.ALLOCATED if self.allocated > 0 else LineState.RESERVED
         if self.reserved + self.qty_short < self.qty:
-            return LineState.PENDING
+            return LineState.PREORDERED if self.preordered else LineState.PENDING
         return LineState.BACKORDERED
 
 
@@ -132,6 +134,14 @@ def apply_short(line: Line, qty_short: int, qty_reserved: int) -> Line:
         qty_short=max(line.qty_short, min(qty_short, line.qty)),
         reserved=max(line.reserved, min(qty_reserved, line.qty)),
     )
+
+
+def apply_preordered(line: Line, qty: int, release_date: date) -> Line:
+    """LinePreordered, at placement or when the release date moves: the line waits for that date.
+    Once inventory has decided the line (its release came), a late re-dating changes nothing."""
+    if line.closed or line.reserved + line.qty_short >= line.qty:
+        return line
+    return replace(line, preordered=max(line.preordered, min(qty, line.qty)), expected_date=release_date)
 
 
 def apply_rejected(line: Line, reason: str) -> Line:

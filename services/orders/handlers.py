@@ -25,6 +25,7 @@ from services.orders.domain import (
     accepts_allocation,
     apply_allocated,
     apply_eta,
+    apply_preordered,
     apply_rejected,
     apply_reserved,
     apply_short,
@@ -46,6 +47,7 @@ from shared.events import (
     EtaChanged,
     Event,
     LineCancelled,
+    LinePreordered,
     LineRejected,
     OrderedLine,
     OrderPlaced,
@@ -220,7 +222,7 @@ async def _lock(uow: UnitOfWork, order_id: UUID) -> Order:
 
 # --- events about lines (inventory's and the allocator's answers), applied per batch -------------
 
-LineEvent = StockReserved | StockShort | LineRejected | BackorderAllocated | BackorderBooked | EtaChanged
+LineEvent = StockReserved | StockShort | LinePreordered | LineRejected | BackorderAllocated | BackorderBooked | EtaChanged
 
 
 def on_stock_reserved(line: Line, event: StockReserved) -> Line:
@@ -229,6 +231,10 @@ def on_stock_reserved(line: Line, event: StockReserved) -> Line:
 
 def on_stock_short(line: Line, event: StockShort) -> Line:
     return apply_short(line, event.qty_short, event.qty_reserved)
+
+
+def on_line_preordered(line: Line, event: LinePreordered) -> Line:
+    return apply_preordered(line, event.qty, event.release_date)
 
 
 def on_line_rejected(line: Line, event: LineRejected) -> Line:
@@ -252,6 +258,7 @@ def on_eta_changed(line: Line, event: EtaChanged) -> Line:
 LINE_HANDLERS: dict[type[Event], Callable[[Line, Any], Line]] = {
     StockReserved: on_stock_reserved,
     StockShort: on_stock_short,
+    LinePreordered: on_line_preordered,
     LineRejected: on_line_rejected,
     BackorderAllocated: on_backorder_allocated,
     BackorderBooked: on_backorder_booked,

@@ -66,6 +66,7 @@ class LineRead(BaseModel):
     qty: int
     state: LineState
     reserved: int
+    preordered: int = Field(description="units that waited, or wait, for the SKU's release date (state preordered)")
     backordered: int = Field(description="units still waiting in the backorder book")
     allocated: int = Field(description="units allocated from the book (picked or cross-docked)")
     requested: int = Field(description="units asked of the warehouse in shipment requests")
@@ -79,7 +80,8 @@ class LineRead(BaseModel):
     def of(cls, line: Line) -> LineRead:
         return cls(
             line_no=line.line_no, sku=line.sku, qty=line.qty, state=line.state, reserved=line.reserved,
-            backordered=line.backordered, allocated=line.allocated, requested=line.requested, shipped=line.shipped,
+            preordered=line.preordered, backordered=line.backordered, allocated=line.allocated, requested=line.requested,
+            shipped=line.shipped,
             cancelled=line.cancelled, expected_date=line.expected_date, rejection_reason=line.rejected_reason,
             cancel_reason=line.cancel_reason,
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from datetime import date, datetime
 from typing import Literal
 from uuid import UUID
 
@@ -13,7 +14,7 @@ from shared.events import RejectionReason
 
 BUCKETS = (
     "available", "reserved", "pending", "cross_docked", "shipped",
-    "received", "counted_in", "counted_out", "backordered",
+    "received", "counted_in", "counted_out", "backordered", "preordered",
 )
 
 
@@ -23,7 +24,8 @@ class Buckets:
 
     `pending` holds units handed to the allocator that it has not decided yet (received at the
     dock, released by a cancellation or a count); `backordered` counts units waiting in the book
-    and is a tally, not a place where units are, so it is outside the conservation equation.
+    and `preordered` units waiting for a release date: tallies, not places where units are, so
+    they are outside the conservation equation.
     """
 
     available: int = 0
@@ -35,6 +37,7 @@ class Buckets:
     counted_in: int = 0
     counted_out: int = 0
     backordered: int = 0
+    preordered: int = 0
 
     def __add__(self, other: Buckets) -> Buckets:
         return Buckets(**{name: getattr(self, name) + getattr(other, name) for name in BUCKETS})
@@ -63,6 +66,14 @@ class SkuPolicy:
     safety_stock: int = 0
     case_pack: int = 1
     min_order_qty: int = 0
+    release_date: date | None = None
+    """Until this day (UTC) the SKU is sold as a preorder: lines wait for the date, not for goods,
+    and stock that arrives before it is held for them; from it on, the SKU sells as any other."""
+    preorder_cap: int | None = None
+    """Cap on units preordered across all orders; a line beyond it is rejected (`preorder_limit`)."""
+
+    def on_preorder(self, today: date) -> bool:
+        return self.release_date is not None and self.release_date > today
 
 
 # --- reservation of a placed order ------------------------------------------------------------
@@ -85,12 +96,21 @@ class LineDecision:
     reserved: int = 0
     short: int = 0
     rejection: RejectionReason | None = None
+    preordered: int = 0
+    release_date: date | None = None
 
 
-def decide_line(line: RequestedLine, policy: SkuPolicy | None, available: int, backordered: int) -> LineDecision:
-    """Reserve what is on hand; the rest is backordered if the SKU's policy allows it."""
+def decide_line(
+    line: RequestedLine, policy: SkuPolicy | None, available: int, backordered: int,
+    preordered: int = 0, today: date | None = None,
+) -> LineDecision:
+    """Reserve what is on hand; the rest is backordered if the SKU's policy allows it. Before its
+    release date (`today` given) a SKU's line is preordered whole: it takes no stock, since what
+    arrives before the release is held for the preorders in the order they were placed."""
     if policy is None:
         return LineDecision(line.line_no, line.sku, line.qty, rejection=RejectionReason.UNKNOWN_SKU)
+    if today is not None and policy.on_preorder(today):
+        return decide_preorder(line, policy, preordered)
     if available >= line.qty:
         return LineDecision(line.line_no, line.sku, line.qty, reserved=line.qty)
     shortfall = line.qty - max(available, 0)
@@ -108,28 +128,45 @@ def decide_line(line: RequestedLine, policy: SkuPolicy | None, available: int, b
     return LineDecision(line.line_no, line.sku, line.qty, reserved=line.qty - shortfall, short=shortfall)
 
 
+def decide_preorder(line: RequestedLine, policy: SkuPolicy, preordered: int) -> LineDecision:
+    """A line for a SKU not released yet: preordered, unless discontinued or beyond the cap."""
+    rejection: RejectionReason | None = None
+    if policy.discontinued:
+        rejection = RejectionReason.DISCONTINUED
+    elif policy.preorder_cap is not None and preordered + line.qty > policy.preorder_cap:
+        rejection = RejectionReason.PREORDER_LIMIT
+    if rejection is not None:
+        return LineDecision(line.line_no, line.sku, line.qty, rejection=rejection)
+    return LineDecision(line.line_no, line.sku, line.qty, preordered=line.qty, release_date=policy.release_date)
+
+
 class Shelf:
     """A SKU's stock as the lines decided so far left it: each line sees what the ones before it
-    took (units available) and added (units waiting, for the backorder cap)."""
+    took (units available) and added (units waiting, for the backorder and preorder caps).
+    `today` (UTC) tells a preorder from a backorder; without it every SKU counts as released."""
 
-    def __init__(self, policies: Mapping[str, SkuPolicy], levels: Mapping[str, Buckets]) -> None:
+    def __init__(self, policies: Mapping[str, SkuPolicy], levels: Mapping[str, Buckets], today: date | None = None) -> None:
         self.policies = policies
+        self.today = today
         self.available = {sku: level.available for sku, level in levels.items()}
         self.backordered = {sku: level.backordered for sku, level in levels.items()}
+        self.preordered = {sku: level.preordered for sku, level in levels.items()}
 
     def decide(self, line: RequestedLine) -> LineDecision:
         available, backordered = self.available.get(line.sku, 0), self.backordered.get(line.sku, 0)
-        decision = decide_line(line, self.policies.get(line.sku), available, backordered)
+        preordered = self.preordered.get(line.sku, 0)
+        decision = decide_line(line, self.policies.get(line.sku), available, backordered, preordered, self.today)
         self.available[line.sku] = available - decision.reserved
         self.backordered[line.sku] = backordered + decision.short
+        self.preordered[line.sku] = preordered + decision.preordered
         return decision
 
 
 def reserve_order(
-    lines: Sequence[RequestedLine], policies: Mapping[str, SkuPolicy], levels: Mapping[str, Buckets]
+    lines: Sequence[RequestedLine], policies: Mapping[str, SkuPolicy], levels: Mapping[str, Buckets], today: date | None = None
 ) -> list[LineDecision]:
     """Decide every line in order; later lines on a SKU see what earlier lines left."""
-    shelf = Shelf(policies, levels)
+    shelf = Shelf(policies, levels, today)
     return [shelf.decide(line) for line in lines]
 
 
@@ -141,12 +178,13 @@ def reserve_orders(
     policies: Mapping[str, SkuPolicy],
     levels: Mapping[str, Buckets],
     decided: Collection[LineKey] = (),
+    today: date | None = None,
 ) -> list[list[LineDecision]]:
     """Decide every line of every order, in the orders' order (first come, first served), as if
     each were reserved alone after the ones before it; one list of decisions per order. A line
     already decided (`decided`: recorded before; or in an earlier copy of the same order, placed
     twice) is not decided again, so an order delivered twice reserves once."""
-    shelf = Shelf(policies, levels)
+    shelf = Shelf(policies, levels, today)
     seen = set(decided)
     result = []
     for order_id, lines in orders:
@@ -154,6 +192,30 @@ def reserve_orders(
         seen.update((order_id, line.line_no) for line in fresh)
         result.append([shelf.decide(line) for line in fresh])
     return result
+
+
+@dataclass(frozen=True)
+class Preorder:
+    """A preordered line in its SKU's release queue, with what placing it in the backorder book
+    will need if its release finds too little stock, and the release date the customer was told."""
+
+    key: LineKey
+    sku: str
+    qty: int
+    ordered_at: datetime
+    tier: str
+    partial_allowed: bool
+    order_short_lines: int
+    release_date: date
+
+
+def release_preorders(
+    preorders: Sequence[Preorder], policies: Mapping[str, SkuPolicy], levels: Mapping[str, Buckets]
+) -> list[LineDecision]:
+    """On the release day every preordered line is decided as if placed now, in the order the
+    lines were placed (first come, first served): from the stock held for them, then the book."""
+    shelf = Shelf(policies, levels)  # no `today`: the SKUs count as released
+    return [shelf.decide(RequestedLine(p.key[1], p.sku, p.qty)) for p in preorders]
 
 
 def repeats_line_no(lines: Iterable[RequestedLine]) -> bool:
@@ -180,11 +242,21 @@ def reservation_deltas(decisions: Iterable[LineDecision]) -> dict[str, Buckets]:
     """The change to each SKU's stock row that a set of decisions makes."""
     deltas: dict[str, Buckets] = defaultdict(Buckets)
     for decision in decisions:
-        if decision.reserved or decision.short:
+        if decision.reserved or decision.short or decision.preordered:
             deltas[decision.sku] += Buckets(
-                available=-decision.reserved, reserved=decision.reserved, backordered=decision.short
+                available=-decision.reserved, reserved=decision.reserved, backordered=decision.short,
+                preordered=decision.preordered,
             )
     return dict(deltas)
+
+
+def release_deltas(released: Iterable[LineDecision]) -> dict[str, Buckets]:
+    """Preordered lines decided on their release date: they leave the preorder tally and take
+    from stock (or wait in the book) like any placed line."""
+    deltas = reservation_deltas(released)
+    for decision in released:
+        deltas[decision.sku] = deltas.get(decision.sku, Buckets()) + Buckets(preordered=-decision.qty)
+    return deltas
 
 
 # --- what one order line holds, and how events move it -----------------------------------------
@@ -199,10 +271,12 @@ class LineHolding:
     waiting: int = 0
     cancelled: bool = False
     short_seq: int = 0  # which of its SKU's shortfalls it waits on (see shortfall_numbers)
+    preordered: int = 0  # units waiting for the SKU's release date
 
     @classmethod
     def decided(cls, decision: LineDecision, short_seq: int) -> LineHolding:
-        return cls(decision.sku, reserved=decision.reserved, waiting=decision.short, short_seq=short_seq)
+        return cls(decision.sku, reserved=decision.reserved, waiting=decision.short, short_seq=short_seq,
+                   preordered=decision.preordered)
 
 
 @dataclass(frozen=True)
@@ -225,8 +299,9 @@ def cancel_line(line: LineHolding) -> Movement:
     if line.cancelled:
         return Movement(line, Buckets())
     released = line.reserved + line.cross_docked
-    stock = Buckets(reserved=-line.reserved, cross_docked=-line.cross_docked, pending=released, backordered=-line.waiting)
-    return Movement(replace(line, reserved=0, cross_docked=0, waiting=0, cancelled=True), stock, released)
+    stock = Buckets(reserved=-line.reserved, cross_docked=-line.cross_docked, pending=released, backordered=-line.waiting,
+                    preordered=-line.preordered)
+    return Movement(replace(line, reserved=0, cross_docked=0, waiting=0, preordered=0, cancelled=True), stock, released)
 
 
 def allocate_to_line(line: LineHolding, qty: int, cross_dock: bool) -> Movement:

@@ -118,6 +118,7 @@ class InboundSupply:
 class AvailabilityStatus(StrEnum):
     IN_STOCK = "in_stock"
     BACKORDER = "backorder"
+    PREORDER = "preorder"
     OUT_OF_STOCK = "out_of_stock"
 
 
@@ -141,9 +142,18 @@ def expected_date(backordered: int, inbound: Iterable[InboundSupply]) -> date | 
     return None
 
 
-def availability(policy: SkuPolicy, available: int, backordered: int, inbound: Iterable[InboundSupply]) -> Availability:
+def availability(
+    policy: SkuPolicy, available: int, backordered: int, inbound: Iterable[InboundSupply], preordered: int = 0,
+    today: date | None = None,
+) -> Availability:
     """What a product page shows. A SKU whose backorder cap is reached is out of stock: an order
-    for it would be rejected."""
+    for it would be rejected. Before its release date a SKU is a preorder, expected on that date,
+    whatever stock is held for it (out of stock once discontinued or at its preorder cap)."""
+    if today is not None and policy.on_preorder(today):
+        capped = policy.preorder_cap is not None and preordered >= policy.preorder_cap
+        if policy.discontinued or capped:
+            return Availability(AvailabilityStatus.OUT_OF_STOCK, 0)
+        return Availability(AvailabilityStatus.PREORDER, 0, policy.release_date)
     if available > 0:
         return Availability(AvailabilityStatus.IN_STOCK, available)
     capped = policy.max_backorder_qty is not None and backordered >= policy.max_backorder_qty
