@@ -8,9 +8,7 @@ from services.inventory.domain.stock import BUCKETS, SkuPolicy
 from services.inventory.domain.supply import InboundSupply, PurchaseOrder, SupplyPosition
 from services.inventory.schemas import StockRead
 
-POLICY_COLUMNS = (
-    "p.sku, p.backorderable, p.discontinued, p.max_backorder_qty, p.supplier, p.safety_stock, p.case_pack, p.min_order_qty"
-)
+POLICY_COLUMNS = ", ".join(f"p.{name}" for name in SkuPolicy.__dataclass_fields__)
 OPEN_QTY = "GREATEST(l.qty_ordered - l.qty_received, 0)"
 
 

@@ -20,7 +20,8 @@ from support import envelope_for, events_of, eventually, publish
 from shared.devstack.mailsink import free_port
 from shared.events import Customer, Envelope, Event, OrderedLine, OrderPlaced
 
-BUCKETS = ("available", "reserved", "pending", "cross_docked", "shipped", "received", "counted_in", "counted_out", "backordered")
+BUCKETS = ("available", "reserved", "pending", "cross_docked", "shipped", "received", "counted_in", "counted_out", "backordered",
+           "preordered")
 
 
 def in_days(days: int) -> date:

@@ -18,7 +18,7 @@ async def test_sku_policy_is_created_updated_and_read(inv: InventoryKit) -> None
     assert created.status_code == 201, created.text
     assert created.json() == {
         "sku": sku, "backorderable": True, "discontinued": False, "max_backorder_qty": None,
-        "supplier": "acme", "safety_stock": 0, "case_pack": 6, "min_order_qty": 0,
+        "supplier": "acme", "safety_stock": 0, "case_pack": 6, "min_order_qty": 0, "release_date": None, "preorder_cap": None,
     }
     assert await inv.stock(sku) == {"sku": sku, **dict.fromkeys(BUCKETS, 0)}
     updated = await inv.api.put(f"/v1/skus/{sku}", json={"discontinued": True, "max_backorder_qty": 5})
@@ -232,6 +232,9 @@ def bad_requests(sku: str, po_id: str) -> list[tuple[str, str, Any]]:
         ("PUT", f"/v1/skus/{sku}", {"safety_stock": -1}),
         ("PUT", f"/v1/skus/{sku}", {"max_backorder_qty": "ten"}),
         ("PUT", f"/v1/skus/{sku}", {"colour": "red"}),
+        ("PUT", f"/v1/skus/{sku}", {"release_date": "2027-13-01"}),
+        ("PUT", f"/v1/skus/{sku}", {"release_date": "soon"}),
+        ("PUT", f"/v1/skus/{sku}", {"preorder_cap": -1}),
         ("PUT", "/v1/skus/bad%20sku", {}),
         ("POST", "/v1/stock-adjustments", {"sku": sku, "delta": 0, "reason": "x"}),
         ("POST", "/v1/stock-adjustments", {"sku": sku, "delta": 1_000_001, "reason": "x"}),
