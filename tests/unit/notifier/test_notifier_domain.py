@@ -38,6 +38,7 @@ from services.notifier.domain import (
     http_outcome,
     is_later,
     language_of,
+    line_view,
     smtp_outcome,
     still_waiting_due,
 )
@@ -686,3 +687,17 @@ def test_moves_that_net_out_earlier_by_less_than_the_threshold_are_not_good_news
     there_and_back = [move(2, JUNE_1, JULY_1), move(2, JULY_1, JUNE_1 - timedelta(days=1))]
     assert [n.kind for n in coalesce(there_and_back, NoticePolicy(good_news_min_days=2))] == []
     assert [n.kind for n in coalesce(there_and_back, NoticePolicy(good_news_min_days=1))] == [Kind.GOOD_NEWS]
+
+
+# --- preorders ---------------------------------------------------------------------------------
+
+
+def test_a_preordered_line_settles_the_confirmation_and_waits_until_its_release_is_decided() -> None:
+    release = date(2030, 6, 20)
+    preordered = line(line_no=1, qty=2).with_preordered(2, release)
+    assert preordered.settled and preordered.waiting == 2 and line_view(preordered).preorder
+    assert confirmation_due(order(reserved_line(line_no=2), preordered))
+    released = preordered.with_reserved(2)  # the release day reserved it
+    assert released.waiting == 0 and not line_view(released).preorder
+    moved = eta_notice(preordered, release, release + timedelta(days=14), POLICY)
+    assert moved is not None and moved.kind is Kind.DELAY

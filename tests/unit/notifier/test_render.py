@@ -279,3 +279,31 @@ def test_the_subject_stays_one_line() -> None:
     result = render(message("en", section(Kind.READY), external_id="A-1\r\nBcc: someone@example.com"))
     assert "\n" not in result.subject and "\r" not in result.subject
     assert result.subject == "Items from your order A-1 Bcc: someone@example.com are ready to ship"
+
+
+# --- preorders: the release date, in each language -------------------------------------------------
+
+RELEASE_WORDS = {"en": "released", "de": "erscheint", "da": "udkommer", "hu": "megjelenés", "it": "esce"}
+RELEASE_NOTE = {
+    "en": "release date", "de": "Erscheinungstermin", "da": "udgivelsesdato", "hu": "megjelenésének", "it": "di uscita",
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_preordered_line_is_confirmed_with_its_release_date_not_as_a_backorder(language: str) -> None:
+    release = date(2027, 3, 12)
+    line = LineView(1, "GAME-1", 2, qty_waiting=2, promised_date=release, preorder=True)
+    text = render(message(language, Section(Kind.CONFIRMATION, lines=(line,)))).text
+    assert RELEASE_WORDS[language] in text and "12" in text
+    backorder = render(message(language, Section(Kind.CONFIRMATION, lines=(replace(line, preorder=False),)))).text
+    assert RELEASE_WORDS[language] not in backorder
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("kind", [Kind.DELAY, Kind.GOOD_NEWS])
+def test_a_moved_release_is_worded_for_a_release(language: str, kind: Kind) -> None:
+    moved = section(kind)
+    preorder = replace(moved, lines=tuple(replace(line, preorder=True) for line in moved.lines), consolation=None)
+    result = render(message(language, preorder))
+    assert RELEASE_NOTE[language] in result.text and RELEASE_NOTE[language] in result.html
+    assert RELEASE_NOTE[language] not in render(message(language, moved)).text

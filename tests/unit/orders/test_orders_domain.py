@@ -19,6 +19,7 @@ from services.orders.domain import (
     Order,
     apply_allocated,
     apply_eta,
+    apply_preordered,
     apply_rejected,
     apply_reserved,
     apply_shipped,
@@ -257,3 +258,18 @@ def test_reservation_shortage_and_eta_commute(permutation: list[int]) -> None:
     final = reduce(lambda ln, index: steps[index](ln), permutation, line(5))
     assert (final.reserved, final.backordered, final.state) == (2, 3, LineState.BACKORDERED)
     assert final.expected_date == date(2031, 1, 1)
+
+
+# --- preorders ---------------------------------------------------------------------------------
+
+
+def test_a_preordered_line_waits_for_its_release_date_then_is_decided_like_any_other() -> None:
+    release = date(2027, 3, 12)
+    preordered = apply_preordered(line(qty=3), 3, release)
+    assert (preordered.state, preordered.expected_date, preordered.backordered) == (LineState.PREORDERED, release, 0)
+    moved = apply_preordered(preordered, 3, date(2027, 4, 1))
+    assert moved.expected_date == date(2027, 4, 1)
+    released = apply_short(apply_reserved(moved, 2), 1, 2)  # on the release day: 2 held for it, 1 into the book
+    assert released.state is LineState.BACKORDERED and released.backordered == 1
+    assert apply_preordered(released, 3, date(2027, 5, 1)).expected_date == date(2027, 4, 1)  # late re-dating: ignored
+    assert cancel_line(preordered).state is LineState.CANCELLED
