@@ -44,6 +44,7 @@ SHIPMENT_ID = UUID("0b7e9d2c-4a1f-4e3b-8c5d-6e7f8a9b0c1d")
 NOTIFICATION_ID = UUID("c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e6f")
 RELEASE_ID = UUID("9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d")
 PLACED_AT = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+SUPPLIER_SHIPPED_AT = datetime(2026, 11, 27, 14, 20, tzinfo=UTC)
 RECEIVED_AT = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 SHIPPED_AT = datetime(2026, 11, 30, 15, 45, tzinfo=UTC)
 _SHIPMENT = (ShipmentLine(line_no=1, sku="SKU-A", qty=2, source="cross_dock"), ShipmentLine(line_no=2, sku="SKU-B", qty=1))
@@ -78,8 +79,9 @@ EXAMPLES: tuple[Event, ...] = (
     LineRejected(order_id=ORDER_ID, line_no=4, sku="SKU-OLD", qty=1, reason=RejectionReason.DISCONTINUED),
     StockReleased(release_id=RELEASE_ID, sku="SKU-C", qty=1, reason="cancellation"),
     PurchaseOrderChanged(
-        purchase_order_id="PO-77", version=2, supplier="ACME", status="open", expected_at=date(2026, 11, 30),
-        lines=(PurchaseOrderLine(sku="SKU-A", qty_open=12),), change="created",
+        purchase_order_id="PO-77", version=3, supplier="ACME", status="open", expected_at=date(2026, 11, 30),
+        lines=(PurchaseOrderLine(sku="SKU-A", qty_open=12),), change="shipped", supplier_state="shipped",
+        supplier_state_at=SUPPLIER_SHIPPED_AT, carrier="DHL", tracking="JD014600006281234567",
     ),
     GoodsPutAway(sku="SKU-A", qty=10, source="receipt", source_id="RCV-1001", shorts_seen=17),
     GoodsReceived(

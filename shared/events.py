@@ -304,11 +304,20 @@ class PurchaseOrderLine(BaseModel):
 class PurchaseOrderChanged(Event):
     """The full current state of a purchase order; `version` lets consumers drop stale copies.
     `receipt_ids` names the receipts already deducted from `qty_open`, so a consumer that saw a
-    receipt before this copy (they travel on different topics) does not count it twice."""
+    receipt before this copy (they travel on different topics) does not count it twice.
+
+    `change` says what this version did: created, updated, cancelled, confirmed or shipped (by the
+    supplier), received (a receipt counted against it). `supplier_state` is where the goods are by
+    the supplier's word and `supplier_state_at` when it got there (null only in version 1 copies,
+    which had neither); a copy whose `supplier_state` differs from the previous one's announces
+    that change. `carrier` and `tracking` are the shipment's, once shipped with them.
+
+    Version 2 added the supplier fields (with defaults, so a version 1 copy still reads)."""
 
     event_type: ClassVar[str] = "PurchaseOrderChanged"
     stream: ClassVar[Stream] = Stream.STOCK
     key_field: ClassVar[str] = "purchase_order_id"
+    schema_version: ClassVar[int] = 2
     purchase_order_id: str
     version: int
     supplier: str
@@ -317,6 +326,10 @@ class PurchaseOrderChanged(Event):
     lines: tuple[PurchaseOrderLine, ...]
     change: str
     receipt_ids: tuple[str, ...] = ()
+    supplier_state: Literal["open", "confirmed", "shipped", "received"] = "open"
+    supplier_state_at: datetime | None = None
+    carrier: str | None = None
+    tracking: str | None = None
 
 
 class GoodsPutAway(Event):

@@ -44,14 +44,20 @@ from services.inventory.domain.supply import (
     BelowReceived,
     PurchaseOrder,
     ReceiptContent,
-    new_lines,
+    SupplierState,
+    SupplierStep,
+    SupplierStepRefused,
+    SupplierTimeRefused,
+    new_purchase_order,
     receipt_content,
     receive_against,
     received_per_sku,
+    report_supplier_step,
     revise_lines,
+    settle_received,
     sku_line_problem,
 )
-from services.inventory.schemas import PurchaseOrderCreate, PurchaseOrderPatch
+from services.inventory.schemas import PurchaseOrderConfirm, PurchaseOrderCreate, PurchaseOrderPatch, PurchaseOrderShip
 from shared.bus.handlers import DeadLetter, Handlers, each
 from shared.bus.outbox import UnitOfWork
 from shared.events import (
@@ -68,6 +74,7 @@ from shared.events import (
     StockReleased,
     StockReserved,
     StockShort,
+    utc_now,
 )
 from shared.events import PurchaseOrderLine as OpenLine
 
@@ -203,7 +210,8 @@ async def create_purchase_order(uow: UnitOfWork, body: PurchaseOrderCreate) -> t
     if stored is None:
         _not_in_past(body.expected_at)
         await _check_skus(uow, [line.sku for line in body.lines])
-        order = PurchaseOrder(body.id, body.supplier, body.expected_at, new_lines((line.sku, line.qty) for line in body.lines))
+        ordered = ((line.sku, line.qty) for line in body.lines)
+        order = new_purchase_order(body.id, body.supplier, body.expected_at, ordered, utc_now())
         if await store.insert_purchase_order(uow.session, order, request):
             uow.emit(_changed(order, "created"), correlation_id=order.id)
             return order, False
@@ -242,6 +250,42 @@ async def cancel_purchase_order(uow: UnitOfWork, po_id: str) -> PurchaseOrder:
     return order if order.cancelled else await _save_purchase_order(uow, replace(order, cancelled=True), "cancelled")
 
 
+async def confirm_purchase_order(uow: UnitOfWork, po_id: str, body: PurchaseOrderConfirm) -> PurchaseOrder:
+    """The supplier confirmed the order (at `confirmed_at`, or now), perhaps with a new expected date."""
+    now = utc_now()
+    step = SupplierStep(SupplierState.CONFIRMED, body.confirmed_at or now)
+    return await _report_supplier_step(uow, po_id, step, body.expected_at, body.model_dump(mode="json"), now)
+
+
+async def ship_purchase_order(uow: UnitOfWork, po_id: str, body: PurchaseOrderShip) -> PurchaseOrder:
+    """The supplier shipped the goods (at `shipped_at`, or now), with the carrier and tracking
+    reference when given, perhaps with a new expected date."""
+    now = utc_now()
+    step = SupplierStep(SupplierState.SHIPPED, body.shipped_at or now, body.carrier, body.tracking)
+    return await _report_supplier_step(uow, po_id, step, body.expected_at, body.model_dump(mode="json"), now)
+
+
+async def _report_supplier_step(
+    uow: UnitOfWork, po_id: str, step: SupplierStep, expected_at: date | None, report: dict[str, object], now: datetime
+) -> PurchaseOrder:
+    """Record and announce a supplier-side state. The request that reported it, sent again, is a
+    replay: the order as it is now, nothing changed, whatever happened since; another request for
+    a state the order has reached or passed is a Conflict."""
+    order = await _lock_purchase_order(uow, po_id)
+    if await store.supplier_report(uow.session, po_id, step.state) == report:
+        return order
+    try:
+        changed = report_supplier_step(order, step, now)
+    except SupplierStepRefused as error:
+        raise Conflict(str(error)) from error
+    except SupplierTimeRefused as error:
+        raise Invalid(f"{step.state}_at", str(error)) from error
+    if expected_at is not None and expected_at != order.expected_at:
+        _not_in_past(expected_at)
+        changed = replace(changed, expected_at=expected_at)
+    return await _save_purchase_order(uow, changed, step.state.value, report=report)
+
+
 def _not_in_past(expected_at: date) -> None:
     today = datetime.now(UTC).date()
     if expected_at < today:
@@ -262,19 +306,26 @@ async def _lock_purchase_order(uow: UnitOfWork, po_id: str) -> PurchaseOrder:
     return stored[0]
 
 
-async def _save_purchase_order(uow: UnitOfWork, order: PurchaseOrder, change: str) -> PurchaseOrder:
-    """Store a changed purchase order (locked) as its next version and announce it."""
-    saved = replace(order, version=order.version + 1)
-    await store.update_purchase_order(uow.session, saved)
+async def _save_purchase_order(
+    uow: UnitOfWork, order: PurchaseOrder, change: str, *, at: datetime | None = None, report: dict[str, object] | None = None
+) -> PurchaseOrder:
+    """Store a changed purchase order (locked) as its next version and announce it. Whatever change
+    completes its lines makes it `received` on the supplier's side, at `at` (a receipt's time) or
+    now. `report`: the request that reported its newest supplier state, kept to recognise a replay."""
+    saved = replace(settle_received(order, at or utc_now()), version=order.version + 1)
+    await store.update_purchase_order(uow.session, saved, report)
     uow.emit(_changed(saved, change, await store.receipts_of(uow.session, saved.id)), correlation_id=saved.id)
     return saved
 
 
 def _changed(order: PurchaseOrder, change: str, receipt_ids: tuple[str, ...] = ()) -> PurchaseOrderChanged:
+    step, shipment = order.supplier_step, order.shipment
     return PurchaseOrderChanged(
         purchase_order_id=order.id, version=order.version, supplier=order.supplier, status=order.status,
         expected_at=order.expected_at, lines=tuple(OpenLine(sku=line.sku, qty_open=line.qty_open) for line in order.lines),
-        change=change, receipt_ids=receipt_ids,
+        change=change, receipt_ids=receipt_ids, supplier_state=order.supplier_state.value,
+        supplier_state_at=step.at if step else None,
+        carrier=shipment.carrier if shipment else None, tracking=shipment.tracking if shipment else None,
     )
 
 
@@ -336,7 +387,7 @@ async def _record_receipt(
         order = await _lock_purchase_order(uow, po_id)
         lines = receive_against(order.lines, per_sku)
         if lines != order.lines:
-            await _save_purchase_order(uow, replace(order, lines=lines), "received")
+            await _save_purchase_order(uow, replace(order, lines=lines), "received", at=receipt.received_at)
     for event_type, payload in await store.unpark(uow.session, store.awaiting_receipt(receipt.receipt_id)):
         if event_type == BackorderAllocated.event_type:
             await on_backorder_allocated(BackorderAllocated.model_validate(payload), uow)

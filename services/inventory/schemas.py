@@ -1,10 +1,22 @@
 """What the inventory API accepts and shows: strict request types (no "5" for 5, no "yes" for true,
 no unknown fields) kept apart from the tables."""
 
-from datetime import date
+import re
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from shared.events import Sku
 from shared.fields import Omittable, WholeNumber
@@ -145,11 +157,65 @@ class PurchaseOrderPatch(Request):
         return self
 
 
+# RFC 3339 with its offset, as the OpenAPI states it: pydantic alone would also take a Unix time,
+# which the schema's `date-time` does not allow.
+RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+
+
+def rfc3339(value: object) -> object:
+    if not isinstance(value, str) or not re.fullmatch(RFC3339, value):
+        raise ValueError("must be a date and time with its offset, like 2026-11-30T10:00:00Z")
+    return value
+
+
+def in_utc(moment: datetime) -> datetime:
+    """One form per instant, so that a report repeated with another offset is the same report."""
+    return moment.astimezone(UTC)
+
+
+# Not in JSON Schema either: a time in the future, or before the purchase order's last supplier
+# state, is refused with a 422.
+SupplierTime = Annotated[
+    AwareDatetime, BeforeValidator(rfc3339), AfterValidator(in_utc),
+    Field(
+        json_schema_extra={"pattern": RFC3339},
+        description="when it happened, with its offset; not in the future (5 minutes of clock skew allowed) nor before"
+                    " the purchase order's last supplier state; absent or null: now",
+    ),
+]
+NewExpectedAt = Annotated[
+    ExpectedAt | None, Field(description="a new expected date, today (UTC) or later; absent or null: unchanged")
+]
+
+
+class PurchaseOrderConfirm(Request):
+    """The supplier confirmed the purchase order; the body is optional."""
+
+    confirmed_at: SupplierTime | None = None
+    expected_at: NewExpectedAt = None
+
+
+class PurchaseOrderShip(Request):
+    """The supplier shipped the goods; the body is optional."""
+
+    shipped_at: SupplierTime | None = None
+    carrier: Name | None = None
+    tracking: Annotated[Name | None, Field(description="the carrier's tracking reference")] = None
+    expected_at: NewExpectedAt = None
+
+
 class PurchaseOrderLineRead(BaseModel):
     sku: str
     qty_ordered: int
     qty_received: int
     qty_open: int
+
+
+class SupplierStepRead(BaseModel):
+    state: Literal["open", "confirmed", "shipped", "received"]
+    at: datetime
+    carrier: str | None
+    tracking: str | None
 
 
 class PurchaseOrderRead(BaseModel):
@@ -159,6 +225,10 @@ class PurchaseOrderRead(BaseModel):
     status: Literal["open", "cancelled", "closed"]
     version: int
     lines: list[PurchaseOrderLineRead]
+    supplier_state: Literal["open", "confirmed", "shipped", "received"] = Field(
+        description="where the goods are by the supplier's word: open, confirmed, shipped, received (every line arrived)"
+    )
+    supplier_history: list[SupplierStepRead] = Field(description="every supplier state reached, oldest first")
 
 
 # --- receipts and suggestions -------------------------------------------------------------------

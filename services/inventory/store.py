@@ -31,7 +31,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.inventory.domain.stock import BUCKETS, Buckets, LineHolding, LineKey, Preorder, SkuPolicy
-from services.inventory.domain.supply import PurchaseOrder, PurchaseOrderLine, ReceiptContent, receipt_content
+from services.inventory.domain.supply import (
+    PurchaseOrder,
+    PurchaseOrderLine,
+    ReceiptContent,
+    SupplierState,
+    SupplierStep,
+    receipt_content,
+)
 from shared.events import Event, GoodsReceived, ShipmentLine
 
 POLICY_FIELDS = tuple(SkuPolicy.__dataclass_fields__)
@@ -144,6 +151,15 @@ MARK_RELEASED = text(
     "WHERE (order_id, line_no) IN (SELECT * FROM unnest(CAST(:orders AS uuid[]), CAST(:lines AS int[])))"
 )
 RETELL_RELEASE = text("UPDATE preorder_line SET release_date = :release_date WHERE sku = :sku AND released_at IS NULL")
+LOAD_SUPPLIER_STEPS = text(
+    "SELECT state, at, carrier, tracking FROM purchase_order_supplier_step WHERE purchase_order_id = :id"
+)
+# A state is reached once: what is recorded stays (a later save writes the whole history again).
+INSERT_SUPPLIER_STEP = text(
+    "INSERT INTO purchase_order_supplier_step (purchase_order_id, state, at, carrier, tracking, report) "
+    "VALUES (:id, :state, :at, :carrier, :tracking, CAST(:report AS jsonb)) ON CONFLICT (purchase_order_id, state) DO NOTHING"
+)
+SUPPLIER_REPORT = text("SELECT report FROM purchase_order_supplier_step WHERE purchase_order_id = :id AND state = :state")
 
 
 # --- stock rows ---------------------------------------------------------------------------------
@@ -333,7 +349,14 @@ async def load_purchase_order(
         return None
     rows = await session.execute(LOAD_PURCHASE_ORDER_LINES, {"id": po_id})
     lines = tuple(PurchaseOrderLine(r.sku, r.qty_ordered, r.qty_received) for r in rows)
-    order = PurchaseOrder(row.id, row.supplier, row.expected_at, lines, cancelled=row.cancelled, version=row.version)
+    steps = [
+        SupplierStep(SupplierState(r.state), r.at, r.carrier, r.tracking)
+        for r in await session.execute(LOAD_SUPPLIER_STEPS, {"id": po_id})
+    ]
+    history = tuple(sorted(steps, key=lambda step: step.state.rank))
+    order = PurchaseOrder(
+        row.id, row.supplier, row.expected_at, lines, cancelled=row.cancelled, version=row.version, supplier_history=history
+    )
     return order, row.create_request
 
 
@@ -346,6 +369,19 @@ async def _write_purchase_order_lines(session: AsyncSession, order: PurchaseOrde
         await session.execute(UPSERT_PURCHASE_ORDER_LINE, rows)
 
 
+async def _write_supplier_history(session: AsyncSession, order: PurchaseOrder, report: Mapping[str, Any] | None) -> None:
+    """Record the states reached that are not recorded yet; `report`, the request that reported the
+    newest one, is kept with it."""
+    newest = order.supplier_step
+    rows = [
+        {"id": order.id, "state": step.state.value, "at": step.at, "carrier": step.carrier, "tracking": step.tracking,
+         "report": json.dumps(report) if report is not None and step is newest else None}
+        for step in order.supplier_history
+    ]
+    if rows:
+        await session.execute(INSERT_SUPPLIER_STEP, rows)
+
+
 async def insert_purchase_order(session: AsyncSession, order: PurchaseOrder, create_request: Mapping[str, Any]) -> bool:
     """False when the id is already taken (the caller compares bodies)."""
     params = {
@@ -355,17 +391,28 @@ async def insert_purchase_order(session: AsyncSession, order: PurchaseOrder, cre
     if (await session.execute(INSERT_PURCHASE_ORDER, params)).first() is None:
         return False
     await _write_purchase_order_lines(session, order)
+    await _write_supplier_history(session, order, None)
     return True
 
 
-async def update_purchase_order(session: AsyncSession, order: PurchaseOrder) -> None:
-    """Store a purchase order loaded with lock=True, as it is now (the caller set its new version)."""
+async def update_purchase_order(session: AsyncSession, order: PurchaseOrder, report: Mapping[str, Any] | None = None) -> None:
+    """Store a purchase order loaded with lock=True, as it is now (the caller set its new version);
+    `report`: the request that reported its newest supplier state, if one did."""
     params = {
         "id": order.id, "expected_at": order.expected_at, "status": order.status,
         "cancelled": order.cancelled, "version": order.version,
     }
     await session.execute(UPDATE_PURCHASE_ORDER, params)
     await _write_purchase_order_lines(session, order)
+    await _write_supplier_history(session, order, report)
+
+
+async def supplier_report(session: AsyncSession, po_id: str, state: SupplierState) -> dict[str, Any] | None:
+    """The request that reported this supplier state of the purchase order, if one did."""
+    report: dict[str, Any] | None = (
+        await session.execute(SUPPLIER_REPORT, {"id": po_id, "state": state.value})
+    ).scalar_one_or_none()
+    return report
 
 
 async def receipts_of(session: AsyncSession, po_id: str) -> tuple[str, ...]:

@@ -2,18 +2,21 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Response
+from fastapi import APIRouter, Body, HTTPException, Path, Response
 
 from services.inventory import handlers, views
 from services.inventory.api import answered_as_http
 from services.inventory.domain.supply import PurchaseOrder
 from services.inventory.schemas import (
+    PurchaseOrderConfirm,
     PurchaseOrderCreate,
     PurchaseOrderLineRead,
     PurchaseOrderPatch,
     PurchaseOrderRead,
+    PurchaseOrderShip,
     ReceiptCreate,
     ReceiptRead,
+    SupplierStepRead,
 )
 from shared.events import GoodsReceived, ReceivedLine
 from shared.problems import problems
@@ -26,6 +29,14 @@ UNKNOWN_PO = {404: "Unknown purchase order"}
 # Rules no JSON Schema can state: they depend on today's date or on what inventory knows.
 PO_INPUT = "Invalid input, an unknown SKU, a SKU on two lines or an expected_at before today (UTC): `errors` says which"
 RECEIPT_INPUT = "Invalid input, an unknown SKU or an unknown purchase order: `errors` says which"
+SUPPLIER_REPORT_ANSWERS = problems(
+    UNKNOWN_PO | {
+        409: "Cancelled or closed, or the supplier state was reached or passed already (by another request): `detail` says",
+        422: "Invalid input, a time in the future or before the purchase order's last supplier state, or an expected_at"
+             " before today (UTC): `errors` says which",
+    },
+    body=True,
+)
 
 
 def _read(order: PurchaseOrder) -> PurchaseOrderRead:
@@ -33,9 +44,13 @@ def _read(order: PurchaseOrder) -> PurchaseOrderRead:
         PurchaseOrderLineRead(sku=line.sku, qty_ordered=line.qty_ordered, qty_received=line.qty_received, qty_open=line.qty_open)
         for line in order.lines
     ]
+    history = [
+        SupplierStepRead(state=step.state.value, at=step.at, carrier=step.carrier, tracking=step.tracking)
+        for step in order.supplier_history
+    ]
     return PurchaseOrderRead(
         id=order.id, supplier=order.supplier, expected_at=order.expected_at, status=order.status, version=order.version,
-        lines=lines,
+        lines=lines, supplier_state=order.supplier_state.value, supplier_history=history,
     )
 
 
@@ -86,6 +101,33 @@ async def cancel_purchase_order(po_id: PurchaseOrderId, context: Context) -> Pur
     with answered_as_http():
         async with context.uow() as uow:
             order = await handlers.cancel_purchase_order(uow, po_id)
+    return _read(order)
+
+
+@router.post("/purchase-orders/{po_id}/confirm", responses=SUPPLIER_REPORT_ANSWERS)
+async def confirm_purchase_order(
+    po_id: PurchaseOrderId, context: Context, body: Annotated[PurchaseOrderConfirm, Body(default_factory=PurchaseOrderConfirm)]
+) -> PurchaseOrderRead:
+    """The supplier confirmed the purchase order (at `confirmed_at`, or now), perhaps with a new
+    expected date; announced as PurchaseOrderChanged `confirmed`. The same request again is a
+    replay (200, nothing changes)."""
+    with answered_as_http():
+        async with context.uow() as uow:
+            order = await handlers.confirm_purchase_order(uow, po_id, body)
+    return _read(order)
+
+
+@router.post("/purchase-orders/{po_id}/ship", responses=SUPPLIER_REPORT_ANSWERS)
+async def ship_purchase_order(
+    po_id: PurchaseOrderId, context: Context, body: Annotated[PurchaseOrderShip, Body(default_factory=PurchaseOrderShip)]
+) -> PurchaseOrderRead:
+    """The supplier shipped the goods (at `shipped_at`, or now), with the carrier and tracking
+    reference when given, perhaps with a new expected date; announced as PurchaseOrderChanged
+    `shipped`. A purchase order may be shipped without being confirmed first; the same request
+    again is a replay (200, nothing changes)."""
+    with answered_as_http():
+        async with context.uow() as uow:
+            order = await handlers.ship_purchase_order(uow, po_id, body)
     return _read(order)
 
 

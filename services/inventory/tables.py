@@ -120,6 +120,25 @@ class PurchaseOrderLineRow(SQLModel, table=True):
     qty_received: int = 0
 
 
+class PurchaseOrderSupplierStepRow(SQLModel, table=True):
+    """A supplier-side state a purchase order reached (open, confirmed, shipped, received), once
+    each; `report` is the request that reported it (null when its placing or receipts did), so the
+    same request again is told from another report of the same state."""
+
+    __tablename__ = "purchase_order_supplier_step"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "state IN ('open', 'confirmed', 'shipped', 'received')", name="purchase_order_supplier_step_state_known"
+        ),
+    )
+    purchase_order_id: str = Field(primary_key=True, foreign_key="purchase_order.id")
+    state: str = Field(primary_key=True)
+    at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    carrier: str | None = None
+    tracking: str | None = None
+    report: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONB))
+
+
 class ReceiptRow(SQLModel, table=True):
     """A receipt recorded once, whether posted over HTTP or published to the receipts topic."""
 

@@ -13,9 +13,11 @@ Its requests reach the stack every other test uses, so it leaves alone what they
   `/v1/notifications`, ...): it would follow links from their answers to the other tests' orders,
   SKUs and messages, and cancel, re-prioritise or resend them. It follows links from what it
   created itself. The rest creates orders, SKUs, purchase orders and receipts under generated
-  names, and reads.
+  names, and reads. The supplier's reports (confirm, ship) go to one purchase order the test
+  places first, so that they reach more than a 404.
 A rule no JSON Schema can state (a purchase order dated before today, a SKU or purchase order
-inventory does not know) refuses schema-valid input with a 422 that those operations document; on
+inventory does not know, a supplier's time in the future or before the purchase order's last
+supplier state) refuses schema-valid input with a 422 that those operations document; on
 them, and only them, the positive-data check accepts it."""
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from datetime import date, timedelta
 from pathlib import Path
+from uuid import uuid4
 
+import httpx
 from conftest import SessionStack
 
 from shared.settings import SERVICES
@@ -34,6 +39,8 @@ SEED = 20261130
 EXAMPLES_PER_OPERATION = 12
 TIMEOUT_S = 120  # a hard stop for a hung run; the four together take 20-30 s
 
+# The supplier's reports (confirm, ship) are tried on a purchase order of their own, fresh per session.
+SUPPLIER_PO = f"CONTRACT-PO-{uuid4().hex[:8]}"
 # schemathesis's own defaults for the positive-data check, plus the documented 422.
 ACCEPTS_WITH_UNSTATABLE_RULES = '["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]'
 CONFIG = f"""
@@ -65,7 +72,22 @@ include-name = [
     "POST /v1/purchase-orders", "PATCH /v1/purchase-orders/{{po_id}}", "POST /v1/receipts", "POST /v1/stock-adjustments",
 ]
 checks.positive_data_acceptance.expected-statuses = {ACCEPTS_WITH_UNSTATABLE_RULES}
+
+[[operations]]
+include-name = ["POST /v1/purchase-orders/{{po_id}}/confirm", "POST /v1/purchase-orders/{{po_id}}/ship"]
+parameters = {{ "path.po_id" = "{SUPPLIER_PO}" }}
+checks.positive_data_acceptance.expected-statuses = {ACCEPTS_WITH_UNSTATABLE_RULES}
 """
+
+
+async def place_supplier_po(stack: SessionStack) -> None:
+    """The purchase order the supplier reports are tried on: an unknown id would only ever get 404."""
+    sku = f"{SUPPLIER_PO}-SKU"
+    async with httpx.AsyncClient(base_url=stack.base_url("inventory"), timeout=10) as inventory:
+        assert (await inventory.put(f"/v1/skus/{sku}", json={})).status_code == 201
+        body = {"id": SUPPLIER_PO, "supplier": "contract-test", "lines": [{"sku": sku, "qty": 5}],
+                "expected_at": str(date.today() + timedelta(days=30))}
+        assert (await inventory.post("/v1/purchase-orders", json=body)).status_code == 201
 
 
 async def check_contract(base_url: str, config: Path) -> tuple[int, str]:
@@ -90,6 +112,7 @@ async def check_contract(base_url: str, config: Path) -> tuple[int, str]:
 async def test_every_service_answers_as_its_openapi_says(stack: SessionStack, tmp_path: Path) -> None:
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
+    await place_supplier_po(stack)
     runs = await asyncio.gather(*(check_contract(stack.base_url(service), config) for service in SERVICES))
     failed = {service: output for service, (code, output) in zip(SERVICES, runs, strict=True) if code != 0}
     assert not failed, "\n\n".join(f"=== {service}\n{output[-6000:]}" for service, output in failed.items())

@@ -1,12 +1,12 @@
-"""Supply rules: purchase orders and their revisions, receipts, what a product page shows and what
-to buy. Pure, like the stock rules it builds on."""
+"""Supply rules: purchase orders and their revisions, what the supplier says about them, receipts,
+what a product page shows and what to buy. Pure, like the stock rules it builds on."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
@@ -49,9 +49,36 @@ class BelowReceived(ValueError):
         self.sku = sku
 
 
+class SupplierState(StrEnum):
+    """Where the goods are by the supplier's word, in the only order a purchase order can go
+    through them (it may skip some: open -> shipped, or open -> received by receipts)."""
+
+    OPEN = "open"
+    CONFIRMED = "confirmed"
+    SHIPPED = "shipped"
+    RECEIVED = "received"
+
+    @property
+    def rank(self) -> int:
+        return list(SupplierState).index(self)
+
+
+@dataclass(frozen=True)
+class SupplierStep:
+    """A supplier-side state a purchase order reached and when; a shipment may name its carrier
+    and tracking reference."""
+
+    state: SupplierState
+    at: datetime
+    carrier: str | None = None
+    tracking: str | None = None
+
+
 @dataclass(frozen=True)
 class PurchaseOrder:
-    """Inbound supply: `version` grows with every change so consumers can drop stale copies."""
+    """Inbound supply: `version` grows with every change so consumers can drop stale copies.
+    `supplier_history` holds the supplier-side states reached, oldest first (empty only for an
+    order built without one: it is then `open`, since no time)."""
 
     id: str
     supplier: str
@@ -59,6 +86,7 @@ class PurchaseOrder:
     lines: tuple[PurchaseOrderLine, ...]
     cancelled: bool = False
     version: int = 1
+    supplier_history: tuple[SupplierStep, ...] = ()
 
     @property
     def status(self) -> PurchaseOrderStatus:
@@ -66,6 +94,21 @@ class PurchaseOrder:
         if self.cancelled:
             return "cancelled"
         return "open" if any(line.qty_open > 0 for line in self.lines) else "closed"
+
+    @property
+    def supplier_step(self) -> SupplierStep | None:
+        """The supplier-side state the order is in, and since when."""
+        return self.supplier_history[-1] if self.supplier_history else None
+
+    @property
+    def supplier_state(self) -> SupplierState:
+        step = self.supplier_step
+        return step.state if step else SupplierState.OPEN
+
+    @property
+    def shipment(self) -> SupplierStep | None:
+        """How the goods travel, once the supplier said they shipped."""
+        return next((step for step in self.supplier_history if step.state is SupplierState.SHIPPED), None)
 
 
 def revise_lines(lines: Sequence[PurchaseOrderLine], ordered: Mapping[str, int]) -> tuple[PurchaseOrderLine, ...]:
@@ -101,6 +144,73 @@ def sku_line_problem(skus: Sequence[str], known: Collection[str]) -> tuple[int, 
 def receive_against(lines: Sequence[PurchaseOrderLine], received: Mapping[str, int]) -> tuple[PurchaseOrderLine, ...]:
     """Count arrivals against the order; SKUs it never ordered do not change it."""
     return tuple(replace(line, qty_received=line.qty_received + received.get(line.sku, 0)) for line in lines)
+
+
+# --- the supplier's side of a purchase order -----------------------------------------------------
+
+# A supplier's clock may run a little ahead of ours: a time up to this far ahead is taken as given.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class SupplierStepRefused(ValueError):
+    """The purchase order cannot take this supplier-side state at all (a 409)."""
+
+
+class SupplierTimeRefused(ValueError):
+    """The state could be taken, but not at the time given (a 422 naming the time)."""
+
+
+def new_purchase_order(
+    po_id: str, supplier: str, expected_at: date, ordered: Iterable[tuple[str, int]], at: datetime
+) -> PurchaseOrder:
+    """A purchase order as it is placed: `open` with the supplier since `at`."""
+    opened = SupplierStep(SupplierState.OPEN, at)
+    return PurchaseOrder(po_id, supplier, expected_at, new_lines(ordered), supplier_history=(opened,))
+
+
+def report_supplier_step(order: PurchaseOrder, step: SupplierStep, now: datetime) -> PurchaseOrder:
+    """The supplier says the order reached `step.state` (confirmed, shipped) at `step.at`. Only
+    forward, only while goods are still to come, and never dated before the state it leaves nor
+    in the future, so the history is in time order. `received` is not reported: receipts of every
+    line make it (settle_received)."""
+    current = order.supplier_step
+    state = order.supplier_state
+    if step.state is SupplierState.RECEIVED:
+        raise SupplierStepRefused(f"purchase order {order.id} becomes received when every line has arrived, by receipts")
+    if order.status != "open":
+        raise SupplierStepRefused(
+            f"purchase order {order.id} is {order.status} (supplier state {state}): it takes no supplier change"
+        )
+    if step.state.rank <= state.rank:
+        since = f" since {current.at.isoformat()}" if current else ""
+        why = (
+            "each state is reported once (the same request again is a replay)" if step.state is state
+            else f"a supplier state never goes back to {step.state}"
+        )
+        raise SupplierStepRefused(f"purchase order {order.id} is already {state}{since}: {why}")
+    if step.at > now + CLOCK_SKEW:
+        raise SupplierTimeRefused(f"{step.at.isoformat()} is in the future (now is {now.isoformat()})")
+    if current is not None and step.at < current.at:
+        raise SupplierTimeRefused(
+            f"{step.at.isoformat()} is before the purchase order became {current.state} ({current.at.isoformat()})"
+        )
+    return replace(order, supplier_history=(*order.supplier_history, step))
+
+
+def fully_received(lines: Sequence[PurchaseOrderLine]) -> bool:
+    """Every line has all it ordered (a line cut to nothing counts), and something arrived."""
+    return all(line.qty_received >= line.qty_ordered for line in lines) and any(line.qty_received for line in lines)
+
+
+def settle_received(order: PurchaseOrder, at: datetime) -> PurchaseOrder:
+    """Once every line has arrived the order is `received` on the supplier's side too, at `at`
+    (the receipt's time), or at its last state's time if that is later: receipts report their own
+    clock, and the history stays in time order. A cancelled order takes no supplier change."""
+    if order.cancelled or order.supplier_state is SupplierState.RECEIVED or not fully_received(order.lines):
+        return order
+    current = order.supplier_step
+    when = max(at, current.at) if current else at
+    return replace(order, supplier_history=(*order.supplier_history, SupplierStep(SupplierState.RECEIVED, when)))
 
 
 # --- availability for product pages -------------------------------------------------------------
