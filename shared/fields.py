@@ -32,6 +32,18 @@ def whole_number(value: object) -> object:
 WholeNumber = BeforeValidator(whole_number)
 
 
+def date_as_text(value: object) -> object:
+    """A date is ISO 8601 text ("2027-03-12"), as the schema says: pydantic would also take a number
+    as seconds since 1970, which a client never means."""
+    if isinstance(value, int | float):
+        raise ValueError("must be a date as text (YYYY-MM-DD)")
+    return value
+
+
+# A date field of a request: text only (put before the date type's own validation).
+DateText = BeforeValidator(date_as_text)
+
+
 def refuse_null(value: object) -> object:
     if value is None:
         raise ValueError("must not be null: leave the field out instead")

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from shared.events import Sku
-from shared.fields import Omittable, WholeNumber
+from shared.fields import DateText, Omittable, WholeNumber
 
 MAX_QTY = 1_000_000
 MAX_LINES = 500
@@ -54,7 +54,7 @@ class SkuPolicyWrite(Request):
     safety_stock: Units = 0
     case_pack: Annotated[int, Strict(), Field(ge=1, le=MAX_QTY), WholeNumber] = 1
     min_order_qty: Units = 0
-    release_date: date | None = Field(
+    release_date: Annotated[date, DateText] | None = Field(
         None, description="sold as a preorder until this day (UTC): lines wait for it, not for goods; null: released"
     )
     preorder_cap: Annotated[int, Strict(), Field(ge=0, le=1_000_000_000), WholeNumber] | None = Field(

@@ -66,7 +66,7 @@ class LineRead(BaseModel):
     qty: int
     state: LineState
     reserved: int
-    preordered: int = Field(description="units that waited, or wait, for the SKU's release date (state preordered)")
+    preordered: int = Field(0, description="units that waited, or wait, for the SKU's release date (state preordered)")
     backordered: int = Field(description="units still waiting in the backorder book")
     allocated: int = Field(description="units allocated from the book (picked or cross-docked)")
     requested: int = Field(description="units asked of the warehouse in shipment requests")
