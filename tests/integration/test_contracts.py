@@ -36,7 +36,7 @@ from shared.settings import SERVICES
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 SEED = 20261130
-EXAMPLES_PER_OPERATION = 12
+EXAMPLES_PER_OPERATION = 8
 TIMEOUT_S = 120  # a hard stop for a hung run; the four together take 20-30 s
 
 # The supplier's reports (confirm, ship) are tried on a purchase order of their own, fresh per session.
