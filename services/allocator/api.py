@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 
 from services.allocator import handlers, views
 from services.allocator.handlers import NotFound
-from services.allocator.schemas import BackorderPage, PoliciesRead, PolicyRead, PolicyUpdate, StatsRead
+from services.allocator.schemas import BackorderPage, OrderQueueRead, PoliciesRead, PolicyRead, PolicyUpdate, StatsRead
 from shared.problems import problems
 from shared.service import Context, invalid
 
@@ -30,6 +31,14 @@ async def list_backorders(
     """Waiting lines in the order they will be served (per SKU, by SKU when none is given)."""
     async with context.sessions() as session:
         return await views.backorders(session, sku, limit, offset, datetime.now(UTC))
+
+
+@router.get("/backorders/orders/{order_id}", responses=problems())
+async def order_in_queue(order_id: UUID, context: Context) -> OrderQueueRead:
+    """Where an order's waiting lines stand in their SKUs' queues, with the purchase orders coming
+    to each (orders shows it on the order; an order with nothing waiting has no lines here)."""
+    async with context.sessions() as session:
+        return await views.order_queue(session, order_id, datetime.now(UTC))
 
 
 @router.get("/backorders/stats", responses=problems())

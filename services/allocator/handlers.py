@@ -163,7 +163,8 @@ async def on_purchase_order_changed(event: PurchaseOrderChanged, uow: UnitOfWork
         return  # a stale or repeated copy: a newer state is already applied
     policies = await store.lock_book(uow.session, [*units, *known])
     await store.save_purchase_order(
-        uow.session, event.purchase_order_id, event.version, event.status, event.expected_at, units, event.receipt_ids
+        uow.session, event.purchase_order_id, event.version, event.status, event.expected_at, units, event.receipt_ids,
+        event.supplier_state,
     )
     reason = EtaReason.PURCHASE_ORDER_CANCELLED if event.status == "cancelled" else EtaReason.PURCHASE_ORDER_CHANGED
     announce(uow, await redate(uow, policies, reason))

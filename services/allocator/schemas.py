@@ -48,6 +48,7 @@ class SupplyRead(BaseModel):
     purchase_order_id: str
     qty_open: int = Field(description="units still to come (received units are not counted)")
     expected_at: date
+    supplier_state: str = Field("open", description="where the goods are by the supplier's word: open, confirmed, shipped")
 
 
 class BackorderPage(BaseModel):
@@ -72,3 +73,23 @@ class SkuStatsRead(BaseModel):
 
 class StatsRead(BaseModel):
     items: list[SkuStatsRead]
+
+
+class LineInQueue(BaseModel):
+    """Where one waiting line of an order stands: its place among the SKU's waiting lines, and the
+    purchase orders on their way to it."""
+
+    sku: str
+    line_no: int
+    position: int = Field(description="1-based place among the lines waiting for the SKU, under the policy in force")
+    lines_waiting: int = Field(description="lines waiting for the SKU, this one included")
+    units_waiting: int = Field(description="units waiting for the SKU, this line's included")
+    units_ahead: int = Field(description="units the lines before this one wait for")
+    qty_waiting: int
+    promised_date: date | None
+    covering_purchase_orders: list[SupplyRead] = Field(description="the open purchase orders whose units reach this line")
+
+
+class OrderQueueRead(BaseModel):
+    order_id: UUID
+    lines: list[LineInQueue] = Field(description="the order's lines waiting in the book (none when nothing waits)")

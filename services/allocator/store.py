@@ -402,7 +402,7 @@ SELECT_DATABLE = text(
 SELECT_INBOUND = text(
     """
     SELECT * FROM (
-        SELECT i.sku, i.purchase_order_id, i.expected_at,
+        SELECT i.sku, i.purchase_order_id, i.expected_at, i.supplier_state,
                i.qty_open - coalesce((
                    SELECT sum(a.qty) FROM supply_applied a
                    WHERE a.purchase_order_id = i.purchase_order_id AND a.sku = i.sku AND a.source = 'receipt'
@@ -425,12 +425,12 @@ UPDATE_PROMISED = text(
 LOCK_PURCHASE_ORDER = text("SELECT sku, version FROM inbound_supply WHERE purchase_order_id = :po FOR UPDATE")
 UPSERT_PURCHASE_ORDER = text(
     """
-    INSERT INTO inbound_supply (purchase_order_id, sku, qty_open, expected_at, version, status, receipt_ids)
-    SELECT :po, u.sku, u.qty, :expected_at, :version, :status, CAST(:receipt_ids AS text[])
+    INSERT INTO inbound_supply (purchase_order_id, sku, qty_open, expected_at, version, status, receipt_ids, supplier_state)
+    SELECT :po, u.sku, u.qty, :expected_at, :version, :status, CAST(:receipt_ids AS text[]), :supplier_state
     FROM unnest(CAST(:skus AS text[]), CAST(:qtys AS int[])) AS u(sku, qty)
     ON CONFLICT (purchase_order_id, sku) DO UPDATE
     SET qty_open = excluded.qty_open, expected_at = excluded.expected_at, version = excluded.version,
-        status = excluded.status, receipt_ids = excluded.receipt_ids
+        status = excluded.status, receipt_ids = excluded.receipt_ids, supplier_state = excluded.supplier_state
     WHERE inbound_supply.version < excluded.version
     """
 )
@@ -438,7 +438,7 @@ UPSERT_PURCHASE_ORDER = text(
 CLOSE_DROPPED_SKUS = text(
     """
     UPDATE inbound_supply SET qty_open = 0, expected_at = :expected_at, version = :version, status = :status,
-        receipt_ids = CAST(:receipt_ids AS text[])
+        receipt_ids = CAST(:receipt_ids AS text[]), supplier_state = :supplier_state
     WHERE purchase_order_id = :po AND version < :version AND NOT (sku = ANY(CAST(:skus AS text[])))
     """
 )
@@ -462,7 +462,7 @@ async def open_supply(session: AsyncSession, skus: Iterable[str]) -> dict[str, l
     """Per SKU, the units still to come on open purchase orders (a unit received is not counted)."""
     supply: dict[str, list[InboundSupply]] = defaultdict(list)
     for row in await session.execute(SELECT_INBOUND, {"skus": sorted(skus)}):
-        supply[row.sku].append(InboundSupply(row.purchase_order_id, row.qty_open, row.expected_at))
+        supply[row.sku].append(InboundSupply(row.purchase_order_id, row.qty_open, row.expected_at, row.supplier_state))
     return supply
 
 
@@ -488,12 +488,12 @@ async def purchase_order_versions(session: AsyncSession, purchase_order_id: str)
 
 async def save_purchase_order(
     session: AsyncSession, purchase_order_id: str, version: int, status: str, expected_at: date,
-    units: Mapping[str, int], receipt_ids: Sequence[str],
+    units: Mapping[str, int], receipt_ids: Sequence[str], supplier_state: str = "open",
 ) -> None:
     """Store this version of the purchase order where it is newer than what is stored."""
     params = {
         "po": purchase_order_id, "expected_at": expected_at, "version": version, "status": status,
-        "skus": list(units), "receipt_ids": list(receipt_ids),
+        "skus": list(units), "receipt_ids": list(receipt_ids), "supplier_state": supplier_state,
     }
     await session.execute(UPSERT_PURCHASE_ORDER, {**params, "qtys": list(units.values())})
     await session.execute(CLOSE_DROPPED_SKUS, params)

@@ -91,6 +91,7 @@ class InboundSupply(SQLModel, table=True):
     version: int
     status: str
     receipt_ids: list[str] = Field(default_factory=list, sa_column=sa.Column(ARRAY(sa.Text), nullable=False))
+    supplier_state: str = "open"
 
 
 class PriorityPolicyRow(SQLModel, table=True):

@@ -13,7 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.allocator.domain.dates import cover_queue
 from services.allocator.domain.queue import PriorityPolicy, WaitingLine, policy_in_force, queue_order
-from services.allocator.schemas import BackorderPage, BackorderRead, PoliciesRead, SkuStatsRead, StatsRead, SupplyRead
+from services.allocator.schemas import (
+    BackorderPage,
+    BackorderRead,
+    LineInQueue,
+    OrderQueueRead,
+    PoliciesRead,
+    SkuStatsRead,
+    StatsRead,
+    SupplyRead,
+)
 from services.allocator.store import open_supply
 from shared.metrics import BOOK_SKUS_SHOWN, OTHER_SKUS, SkuBook
 
@@ -107,10 +116,34 @@ async def backorders(session: AsyncSession, sku: str | None, limit: int, offset:
                 )
             )
     open_orders = [
-        SupplyRead(sku=sku_name, purchase_order_id=s.purchase_order_id, qty_open=s.qty, expected_at=s.expected_at)
+        SupplyRead(sku=sku_name, purchase_order_id=s.purchase_order_id, qty_open=s.qty, expected_at=s.expected_at,
+                   supplier_state=s.supplier_state)
         for sku_name in sorted(supply) for s in sorted(supply[sku_name], key=lambda s: (s.expected_at, s.purchase_order_id))
     ]
     return BackorderPage(items=items[offset : offset + limit], total=len(items), limit=limit, offset=offset, supply=open_orders)
+
+
+SELECT_ORDER_SKUS = text("SELECT DISTINCT sku FROM waiting_line WHERE order_id = :order_id AND status = 'waiting' ORDER BY sku")
+
+
+async def order_queue(session: AsyncSession, order_id: UUID, now: datetime) -> OrderQueueRead:
+    """An order's waiting lines in their SKUs' queues, read from the same queue as `backorders`."""
+    lines: list[LineInQueue] = []
+    for sku in (await session.execute(SELECT_ORDER_SKUS, {"order_id": order_id})).scalars():
+        page = await backorders(session, sku, limit=10_000_000, offset=0, now=now)
+        supply = {s.purchase_order_id: s for s in page.supply}
+        units_waiting = sum(item.qty_waiting for item in page.items)
+        ahead = 0
+        for item in page.items:
+            if item.order_id == order_id:
+                lines.append(LineInQueue(
+                    sku=sku, line_no=item.line_no, position=item.position, lines_waiting=page.total,
+                    units_waiting=units_waiting, units_ahead=ahead, qty_waiting=item.qty_waiting,
+                    promised_date=item.promised_date,
+                    covering_purchase_orders=[supply[po] for po in item.covering_purchase_orders if po in supply],
+                ))
+            ahead += item.qty_waiting
+    return OrderQueueRead(order_id=order_id, lines=sorted(lines, key=lambda line: line.line_no))
 
 
 async def stats(session: AsyncSession, sku: str | None, now: datetime) -> StatsRead:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Header, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 
 from services.orders import handlers, views
+from services.orders.book import with_places_in_book
 from services.orders.domain import LineState
 from services.orders.handlers import Conflict, NotFound
 from services.orders.schemas import CancelRequest, OrderCreate, OrderList, OrderRead, ShipmentConfirm, ShipmentList, ShipmentRead
@@ -64,11 +65,13 @@ async def list_orders(
 
 @router.get("/orders/{order_id}", responses=problems(NO_ORDER))
 async def read_order(order_id: UUID, context: Context) -> OrderRead:
+    """Every line with its state and quantities, the dates it was promised, and for a waiting line
+    its place in the backorder book and the purchase orders coming to it."""
     async with context.sessions() as session:
         order = await views.read_order(session, order_id)
     if order is None:
         raise HTTPException(404, f"no order {order_id}")
-    return order
+    return await with_places_in_book(order, context.settings)
 
 
 @router.post("/orders/{order_id}/cancel", responses=CANCEL_PROBLEMS)

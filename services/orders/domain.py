@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from uuid import UUID
 
@@ -109,6 +109,19 @@ class Order:
     def complete(self) -> bool:
         """Every line still alive holds all its units: nothing pending, nothing waiting."""
         return all(line.closed or line.supplied >= line.qty for line in self.lines)
+
+
+@dataclass(frozen=True)
+class Promise:
+    """A date a line was promised (None: no date any more), why, and when it was told."""
+
+    order_id: UUID
+    line_no: int
+    event_id: UUID
+    promised_date: date | None
+    previous_date: date | None
+    reason: str
+    at: datetime
 
 
 class CannotCancel(Exception):

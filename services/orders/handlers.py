@@ -22,6 +22,7 @@ from services.orders.domain import (
     CannotCancel,
     Line,
     Order,
+    Promise,
     accepts_allocation,
     apply_allocated,
     apply_eta,
@@ -279,6 +280,7 @@ async def apply_line_events(batch: Batch, uow: UnitOfWork) -> None:
     fresh = await _claim_allocations(uow, loaded, events)
     orders = dict(loaded)
     causes: dict[UUID, Envelope] = {}
+    promises: list[Promise] = []
     for envelope, event in events:
         order = orders.get(event.order_id)
         if order is None:
@@ -293,7 +295,23 @@ async def apply_line_events(batch: Batch, uow: UnitOfWork) -> None:
             fresh.discard(key)
         orders[event.order_id] = order.with_line(LINE_HANDLERS[type(event)](line, event))
         causes[event.order_id] = envelope
+        if (promise := promise_told(envelope, event)) is not None:
+            promises.append(promise)
+    await store.insert_promises(uow.session, promises)
     await save_and_ship(uow, [(loaded[order_id], orders[order_id]) for order_id in causes], causes)
+
+
+def promise_told(envelope: Envelope, event: Any) -> Promise | None:
+    """The date an event promises a line, for the line's history: booked, moved, or a release date."""
+    told = envelope.event_id, envelope.occurred_at
+    if isinstance(event, BackorderBooked):
+        return Promise(event.order_id, event.line_no, told[0], event.promised_date, None, "booked", told[1])
+    if isinstance(event, EtaChanged):
+        return Promise(event.order_id, event.line_no, told[0], event.new_date, event.previous_date, event.reason, told[1])
+    if isinstance(event, LinePreordered):
+        return Promise(event.order_id, event.line_no, told[0], event.release_date, event.previous_release_date,
+                       "release_date", told[1])
+    return None
 
 
 async def _claim_allocations(

@@ -60,6 +60,29 @@ class OrderCreate(Request):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class PromiseRead(BaseModel):
+    promised_date: date | None = Field(description="null: no date any more (or not yet)")
+    previous_date: date | None
+    reason: str = Field(description="booked, release_date, queue_moved, priority_changed, purchase_order_changed, ...")
+    at: datetime
+
+
+class QueuePlace(BaseModel):
+    """Where a waiting line stands, read from the allocator's book when the order is read."""
+
+    position: int = Field(description="1-based place among the lines waiting for the SKU")
+    lines_waiting: int = Field(description="lines waiting for the SKU, this one included")
+    units_waiting: int = Field(description="units waiting for the SKU")
+    units_ahead: int = Field(description="units the lines before this one wait for")
+
+
+class CoveringPurchaseOrder(BaseModel):
+    id: str
+    supplier_state: str = Field(description="open, confirmed, shipped (by the supplier)")
+    expected_at: date
+    qty_open: int = Field(description="units of the SKU still to come on it")
+
+
 class LineRead(BaseModel):
     line_no: int
     sku: str
@@ -75,6 +98,11 @@ class LineRead(BaseModel):
     expected_date: date | None
     rejection_reason: str | None
     cancel_reason: str | None
+    promised_dates: list[PromiseRead] = Field([], description="every date the line was promised, oldest first")
+    queue: QueuePlace | None = Field(None, description="a waiting line's place in the book (null when nothing waits)")
+    covering_purchase_orders: list[CoveringPurchaseOrder] = Field(
+        [], description="the purchase orders on their way to a waiting line, by expected date"
+    )
 
     @classmethod
     def of(cls, line: Line) -> LineRead:
@@ -95,6 +123,9 @@ class OrderRead(BaseModel):
     shipping: Shipping
     placed_at: datetime
     lines: list[LineRead]
+    book_unavailable: str | None = Field(
+        None, description="why the waiting lines' places could not be read from the book (the rest of the order is current)"
+    )
 
 
 class OrderList(BaseModel):

@@ -14,7 +14,7 @@ from uuid import UUID
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.orders.domain import Line, Order
+from services.orders.domain import Line, Order, Promise
 from shared.events import ShipmentLine
 
 LINE_FIELDS = tuple(field.name for field in fields(Line))
@@ -59,6 +59,12 @@ LOCK_SHIPMENT = text("SELECT status, lines FROM shipment WHERE id = :id AND orde
 MARK_SHIPPED = text("UPDATE shipment SET status = 'shipped', shipped_at = :shipped_at WHERE id = :id")
 REQUESTED_SHIPMENTS = text("SELECT id, lines FROM shipment WHERE order_id = :order_id AND status = 'requested' FOR UPDATE")
 SET_SHIPMENT_LINES = text("UPDATE shipment SET lines = CAST(:lines AS jsonb), status = :status WHERE id = :id")
+INSERT_PROMISES = text(
+    "INSERT INTO line_promise (order_id, line_no, event_id, promised_date, previous_date, reason, at) "
+    "SELECT * FROM unnest(CAST(:order_ids AS uuid[]), CAST(:line_nos AS int[]), CAST(:event_ids AS uuid[]), "
+    "CAST(:dates AS date[]), CAST(:previous AS date[]), CAST(:reasons AS text[]), CAST(:ats AS timestamptz[])) "
+    "ON CONFLICT DO NOTHING"
+)
 # Every allocation of a batch in one statement; a (line, source) seen before, or twice in the
 # batch, is inserted once and returned once.
 CLAIM_ALLOCATIONS = text(
@@ -172,3 +178,14 @@ async def claim_allocations(
         "cross_docks": cross_docks, "applied_ats": [applied_at] * len(allocations),
     }
     return {(row[0], row[1], row[2]) for row in await session.execute(CLAIM_ALLOCATIONS, params)}
+
+
+async def insert_promises(session: AsyncSession, promises: Sequence[Promise]) -> None:
+    """The dates lines were promised, once per telling event."""
+    if promises:
+        await session.execute(INSERT_PROMISES, {
+            "order_ids": [p.order_id for p in promises], "line_nos": [p.line_no for p in promises],
+            "event_ids": [p.event_id for p in promises], "dates": [p.promised_date for p in promises],
+            "previous": [p.previous_date for p in promises], "reasons": [p.reason for p in promises],
+            "ats": [p.at for p in promises],
+        })

@@ -84,3 +84,16 @@ class AppliedAllocation(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+class LinePromiseRow(SQLModel, table=True):
+    """One date a line was promised, as the event that told it said (its history, oldest first)."""
+
+    __tablename__ = "line_promise"
+    order_id: UUID = Field(primary_key=True)
+    line_no: int = Field(primary_key=True)
+    event_id: UUID = Field(primary_key=True)
+    promised_date: date | None = None
+    previous_date: date | None = None
+    reason: str
+    at: datetime = _timestamptz()

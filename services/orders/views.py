@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders.domain import Line, LineState
-from services.orders.schemas import LineRead, OrderRead, ShipmentRead, Shipping
+from services.orders.schemas import LineRead, OrderRead, PromiseRead, ShipmentRead, Shipping
 from services.orders.store import LINE_FIELDS
 from shared.events import Customer, ShipmentLine
 
@@ -34,10 +34,25 @@ ONE_SHIPMENT = text(f"SELECT {SHIPMENT_COLUMNS} FROM shipment WHERE id = :id AND
 ORDER_EXISTS = text("SELECT 1 FROM orders WHERE id = :id")
 
 
+PROMISES_OF = text(
+    "SELECT line_no, promised_date, previous_date, reason, at FROM line_promise WHERE order_id = :id ORDER BY at, event_id"
+)
+
+
 async def read_order(session: AsyncSession, order_id: UUID) -> OrderRead | None:
+    """The order with every line, and each line's history of promised dates."""
     rows = (await session.execute(ONE_ORDER, {"id": order_id})).all()
     orders = await _with_lines(session, rows)
-    return orders[0] if orders else None
+    if not orders:
+        return None
+    order = orders[0]
+    promises: dict[int, list[PromiseRead]] = defaultdict(list)
+    for row in await session.execute(PROMISES_OF, {"id": order_id}):
+        promises[row.line_no].append(PromiseRead(promised_date=row.promised_date, previous_date=row.previous_date,
+                                                 reason=row.reason, at=row.at))
+    for line in order.lines:
+        line.promised_dates = promises.get(line.line_no, [])
+    return order
 
 
 async def list_orders(session: AsyncSession, state: LineState | None, limit: int, offset: int) -> list[OrderRead]:

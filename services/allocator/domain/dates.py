@@ -19,6 +19,7 @@ class InboundSupply:
     purchase_order_id: str
     qty: int
     expected_at: date
+    supplier_state: str = "open"  # where the goods are by the supplier's word (shown, never used to date)
 
 
 @dataclass(frozen=True)
