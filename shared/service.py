@@ -5,6 +5,7 @@ unreachable), rate-limited logs and the request-size guard."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -66,6 +67,40 @@ class Worker(Protocol):
     async def run(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+class RoundsWorker:
+    """A Worker that does one round every `interval_s`, at once again when a round says there is
+    more. A round that cannot reach the database is an outage, told once when it starts and once
+    when it ends (nothing is lost: the work waits in the database); anything else is a bug, logged
+    with its traceback; the loop goes on either way."""
+
+    def __init__(self, what: str, waiting: str, log: logging.Logger, interval_s: float) -> None:
+        self.what, self.waiting, self.log, self.interval_s = what, waiting, log, interval_s
+        self.database = OutageTracker(f"{what}: database", log)
+        self._stopping = asyncio.Event()
+
+    async def round(self) -> bool:
+        """One round's work; True when more is already due (the next round starts at once)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            more = False
+            try:
+                more = await self.round()
+                self.database.recovered("rounds failed")
+            except Exception as error:
+                if is_unreachable(error):
+                    self.database.failed(error, f"; {self.waiting} until it is back")
+                else:
+                    self.log.exception("%s: a round failed", self.what)
+            if not more:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.interval_s)
 
 
 @dataclass

@@ -3,8 +3,6 @@ due) into one message, rendered in the customer's language, as one notification 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -17,9 +15,7 @@ from services.notifier import store
 from services.notifier.domain import Kind, Message, Notice, Preferences, compose, still_waiting_due
 from services.notifier.render import Rendered, render
 from services.notifier.settings import NotifierSettings
-from shared.bus.failures import is_unreachable
-from shared.logs import OutageTracker
-from shared.service import ServiceContext
+from shared.service import RoundsWorker, ServiceContext
 
 log = logging.getLogger("notifier.scheduler")
 ORDERS_PER_TRANSACTION = 200
@@ -79,36 +75,21 @@ def notification_rows(
     return rows
 
 
-class MessageScheduler:
+class MessageScheduler(RoundsWorker):
     """Runs in every notifier instance; SKIP LOCKED on the order rows keeps two instances from
     composing the same window or the same still-waiting update."""
 
     def __init__(self, context: ServiceContext, settings: NotifierSettings, composed: Callable[[], None]) -> None:
+        super().__init__("notifier scheduler", "messages wait in the database", log, settings.notify_poll_interval_s)
         self.context = context
         self.settings = settings
         self.composed = composed  # wakes the courier
-        self.database = OutageTracker("notifier scheduler: database", log)
-        self._stopping = asyncio.Event()
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                count = await self.compose_due()
-                self.database.recovered("rounds failed")
-            except Exception as error:  # keep the loop: the database is away (told once), or a bug
-                if is_unreachable(error):
-                    self.database.failed(error, "; messages wait in the database until it is back")
-                else:
-                    log.exception("composing messages failed")
-                count = 0
-            if count:
-                self.composed()
-            if count < ORDERS_PER_TRANSACTION:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.settings.notify_poll_interval_s)
+    async def round(self) -> bool:
+        count = await self.compose_due()
+        if count:
+            self.composed()
+        return count >= ORDERS_PER_TRANSACTION
 
     async def compose_due(self) -> int:
         """Compose every due order (up to a batch) in one transaction; returns how many orders."""
