@@ -19,6 +19,7 @@ SUBSCRIPTIONS: dict[str, tuple[Stream, ...]] = {
     "notifier": (Stream.ORDERS, Stream.STOCK, Stream.ALLOCATIONS),
 }
 SERVICES = tuple(SUBSCRIPTIONS)
+DEVELOPMENT_LINK_KEY = "development-only-link-key"  # a service started with it in production says so
 SERVICE_PORTS = {"orders": 8001, "inventory": 8002, "allocator": 8003, "notifier": 8004}
 
 
@@ -66,6 +67,13 @@ class Settings(BaseSettings):
     # relay takes the lead. A check costs ~30 ms (median, test broker): 5 s keeps the watermarks
     # close behind the consumers, so a lost broker gets little back that was already consumed.
     relay_broker_check_seconds: float = 5.0
+
+    # Customer links (the tracking page): the key every service signs and checks them with (set your
+    # own in production: whoever knows it can make links), how long a link is good, and where
+    # customers reach the notifier that serves the page (default: the notifier's own address).
+    link_signing_key: str = DEVELOPMENT_LINK_KEY
+    tracking_link_days: int = 180
+    tracking_base_url: str | None = None
 
     # Inventory: how often the release clock looks for preorder SKUs whose release day has come.
     preorder_release_check_s: float = 30.0

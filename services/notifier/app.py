@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from services.notifier import api, handlers
+from services.notifier import api, handlers, track_api
 from services.notifier.delivery import Courier
 from services.notifier.scheduler import MessageScheduler
 from services.notifier.settings import get_notifier_settings
@@ -19,7 +19,7 @@ def workers(context: ServiceContext) -> Sequence[Worker]:
 SPEC = ServiceSpec(
     name="notifier",
     title="Notifier",
-    routers=[api.router],
+    routers=[api.router, track_api.router],
     handlers=handlers.HANDLERS,
     workers=workers,
 )

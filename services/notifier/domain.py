@@ -264,6 +264,7 @@ class Message:
     sections: tuple[Section, ...]
     today: date
     locale: str = ""  # the customer's locale (e.g. en-GB), for dates and numbers in their format
+    tracking_url: str = ""  # the customer's tracking page (a signed link); none in a message without it
 
     @property
     def kind(self) -> Kind:

@@ -28,8 +28,10 @@ class Rendered:
 
 @pass_context
 def _day(context: Context, value: date) -> str:
-    """Day and month name in the message's language; the year too when it is not the year the message is sent."""
-    return _format_day(value, value.year == context["message"].today.year, context["locale"])
+    """Day and month name in the message's language; the year too when it is not the year the message
+    is sent (a page gives `today` itself)."""
+    today = context.get("today") or context["message"].today
+    return _format_day(value, value.year == today.year, context["locale"])
 
 
 @lru_cache(maxsize=4096)

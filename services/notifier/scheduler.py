@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -15,6 +15,7 @@ from services.notifier import store
 from services.notifier.domain import Kind, Message, Notice, Preferences, compose, still_waiting_due
 from services.notifier.render import Rendered, render
 from services.notifier.settings import NotifierSettings
+from shared.links import tracking_url
 from shared.service import RoundsWorker, ServiceContext
 
 log = logging.getLogger("notifier.scheduler")
@@ -118,6 +119,7 @@ class MessageScheduler(RoundsWorker):
                     wishes = preferences.get(order.customer_id, Preferences())
                     message = compose(order, notices, wishes, now.date(), consolations.get(order_id), policy)
                 if message is not None:
+                    message = replace(message, tracking_url=tracking_url(self.context.settings, order_id, now))
                     webhook_url, send_email = channels.get(order.channel, (None, True))
                     rows += notification_rows(message, render(message), webhook_url, send_email, due.causes, now)
                     messaged.append(order_id)

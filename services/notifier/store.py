@@ -24,10 +24,11 @@ IDS = "CAST(:ids AS uuid[])"
 # other topics. The order rows' locks serialise everything about an order (consumers, scheduler);
 # they are taken in id order, and the lines are read after the locks are held.
 ENSURE_ORDERS = text(f"INSERT INTO order_state (order_id) SELECT id FROM unnest({IDS}) AS id ORDER BY id ON CONFLICT DO NOTHING")
-LOCK_ORDERS = text(
+READ_ORDERS = (
     "SELECT order_id, placed, external_id, customer_id, locale, channel, confirmed_at IS NOT NULL AS confirmed"
-    f" FROM order_state WHERE order_id = ANY({IDS}) ORDER BY order_id FOR UPDATE"
+    f" FROM order_state WHERE order_id = ANY({IDS}) ORDER BY order_id"
 )
+LOCK_ORDERS = text(READ_ORDERS + " FOR UPDATE")
 READ_LINES = text(
     f"SELECT order_id, {', '.join(LINE_FIELDS)} FROM line_state WHERE order_id = ANY({IDS}) ORDER BY order_id, line_no"
 )
@@ -110,7 +111,16 @@ async def lock_orders(session: AsyncSession, order_ids: Sequence[UUID], create_m
     ids = sorted(set(order_ids))
     if create_missing:
         await session.execute(ENSURE_ORDERS, {"ids": ids})
-    rows = (await session.execute(LOCK_ORDERS, {"ids": ids})).all()
+    return await _orders(session, ids, LOCK_ORDERS)
+
+
+async def read_order(session: AsyncSession, order_id: UUID) -> OrderFacts | None:
+    """One order as the notifier knows it, for reading only (the tracking page)."""
+    return (await _orders(session, [order_id], text(READ_ORDERS))).get(order_id)
+
+
+async def _orders(session: AsyncSession, ids: list[UUID], query: Any) -> dict[UUID, OrderFacts]:
+    rows = (await session.execute(query, {"ids": ids})).all()
     lines: dict[UUID, list[LineFacts]] = defaultdict(list)
     for row in (await session.execute(READ_LINES, {"ids": ids})).all():
         lines[row[0]].append(LineFacts(*row[1:]))

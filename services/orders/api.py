@@ -14,6 +14,7 @@ from services.orders.book import with_places_in_book
 from services.orders.domain import LineState
 from services.orders.handlers import Conflict, NotFound
 from services.orders.schemas import CancelRequest, OrderCreate, OrderList, OrderRead, ShipmentConfirm, ShipmentList, ShipmentRead
+from shared.links import tracking_url
 from shared.problems import Responses, problems
 from shared.service import Context
 
@@ -71,6 +72,7 @@ async def read_order(order_id: UUID, context: Context) -> OrderRead:
         order = await views.read_order(session, order_id)
     if order is None:
         raise HTTPException(404, f"no order {order_id}")
+    order.tracking_url = tracking_url(context.settings, order.id, datetime.now(UTC))
     return await with_places_in_book(order, context.settings)
 
 

@@ -123,6 +123,9 @@ class OrderRead(BaseModel):
     shipping: Shipping
     placed_at: datetime
     lines: list[LineRead]
+    tracking_url: str | None = Field(
+        None, description="the customer's tracking page (a signed link, no API key; given when the order is read)"
+    )
     book_unavailable: str | None = Field(
         None, description="why the waiting lines' places could not be read from the book (the rest of the order is current)"
     )

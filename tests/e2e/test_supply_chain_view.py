@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
+from babel.dates import format_skeleton
 from e2e.kit import new_customer, new_sku, place_order, purchase_order, set_policy
+from support import eventually
+
+from shared.tokens import Claim, sign
 
 
 async def line_of(orders_api, order_id: str) -> dict:
@@ -47,3 +52,34 @@ async def test_a_waiting_line_shows_its_place_its_purchase_orders_and_its_promis
     assert ahead["queue"]["position"] == 1 and ahead["queue"]["units_ahead"] == 0
     assert [po["id"] for po in ahead["covering_purchase_orders"]] == [po_a]
     assert [p["promised_date"] for p in ahead["promised_dates"]] == [first_date.isoformat()]
+
+
+async def test_the_customer_follows_the_order_on_a_signed_page_in_their_language(
+    stack, orders_api, inventory_api, smtp_server
+) -> None:
+    sku = new_sku("PAGE")
+    await set_policy(inventory_api, sku, supplier="ACME")
+    expected = datetime.now(UTC).date() + timedelta(days=10)
+    po = await purchase_order(inventory_api, sku, 5, expected)
+    assert (await inventory_api.post(f"/v1/purchase-orders/{po}/ship", json={"carrier": "DHL"})).status_code == 200
+    customer = new_customer(locale="hu-HU")
+    order_id = await place_order(orders_api, customer, [(sku, 2)])
+    await stack.wait_quiescent()
+
+    url = (await orders_api.get(f"/v1/orders/{order_id}")).json()["tracking_url"]
+    async with httpx.AsyncClient(timeout=10) as browser:  # no API key: the signed link is enough
+        page = await browser.get(url)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert 'lang="hu"' in page.text and sku in page.text
+        assert format_skeleton("MMMMd", expected, locale="hu") in page.text  # the purchase order's date, in Hungarian
+        assert "a beszállító már feladta" in page.text  # the supplier's word on it
+        tampered = await browser.get(url[:-1] + ("A" if url[-1] != "A" else "B"))
+        assert tampered.status_code == 403 and "text/html" in tampered.headers["content-type"]
+        expired = sign(Claim("track", order_id, datetime.now(UTC) - timedelta(minutes=1)), stack.settings.link_signing_key)
+        gone = await browser.get(url.rsplit("/", 1)[0] + "/" + expired, headers={"accept-language": "da-DK"})
+        assert gone.status_code == 410 and "udløbet" in gone.text  # told in the reader's language
+
+    async def mailed_with_the_link() -> bool:
+        return any("/track/" in mail.text() for mail in smtp_server.to(customer["email"]))
+
+    assert await eventually(mailed_with_the_link, timeout=20)
