@@ -35,7 +35,7 @@ from shared.db import create_engine, session_factory
 from shared.logs import JsonFormatter, OutageTracker, RepeatFilter, TextFormatter
 from shared.metrics import BookReader, HttpMetricsMiddleware, metrics_router
 from shared.problems import allowed_methods, document_problems
-from shared.settings import SUBSCRIPTIONS, Settings, get_settings
+from shared.settings import DEVELOPMENT_LINK_KEY, SUBSCRIPTIONS, Settings, get_settings
 
 log = logging.getLogger("service")
 
@@ -196,6 +196,8 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         database = engine.url.render_as_string(hide_password=True)
         log.info("%s ready: database %s, broker %s", spec.name, database, settings.kafka_bootstrap_servers)
+        if settings.link_signing_key == DEVELOPMENT_LINK_KEY:
+            log.warning("%s signs customer links with the development key: set LINK_SIGNING_KEY in production", spec.name)
         try:
             yield
         finally:
