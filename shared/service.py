@@ -59,6 +59,7 @@ def configure_logging(level: str, log_format: str = "text", process: str = "devs
             logging.captureWarnings(True)  # a library's warning is a record too, not raw stderr
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: a line per SMTP command of the dev mail sink
 
 
 class Worker(Protocol):
