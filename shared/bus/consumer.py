@@ -26,7 +26,7 @@ from .crashpoints import CONSUMER_AFTER_DB_COMMIT, crash_point
 from .failures import is_transient, is_unreachable
 from .handlers import DeadLetter, Handlers
 from .outbox import unit_of_work
-from .reasons import rejected, unparseable
+from .reasons import failed, rejected, unparseable
 
 log = logging.getLogger("bus.consumer")
 
@@ -367,7 +367,7 @@ class EventConsumer:
                         raise  # leave it uncommitted: the next owner re-reads it
                     envelope = received.envelope
                     log.exception("%s: %s %s failed %d times", self.name, envelope.event_type, envelope.event_id, attempt)
-                    await self._dead_letter(received.record, f"failed after {attempt} attempts: {error!r}")
+                    await self._dead_letter(received.record, failed(error, attempt, envelope.event_type))
                     return
                 delay = min(self.settings.handler_retry_backoff_s * 2 ** (attempt - 1), 10.0)
                 if is_unreachable(error):  # told once per outage, not once per retry

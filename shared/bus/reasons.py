@@ -37,6 +37,14 @@ def rejected(error: Exception) -> str:
     return one_line(f"rejected: {error}")
 
 
+def failed(error: Exception, attempts: int, event_type: str) -> str:
+    """Why an event kept failing: `failed after 5 attempts applying ShipmentReported: IntegrityError:
+    duplicate key value ...`, the error's own words on one line (its first line: a driver's report
+    repeats the statement below it)."""
+    words = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
+    return one_line(f"failed after {attempts} attempts applying {event_type}: {type(error).__name__}: {words}")
+
+
 def describe(errors: list[ErrorDetails]) -> str:
     causes = [problem(detail) for detail in root_causes(errors)]
     more = len(causes) - MAX_PROBLEMS

@@ -10,7 +10,7 @@ from uuid import uuid4
 import pytest
 
 from shared.bus.handlers import DeadLetter
-from shared.bus.reasons import rejected, unparseable
+from shared.bus.reasons import failed, rejected, unparseable
 from shared.events import Envelope, parse_envelope
 
 
@@ -74,3 +74,13 @@ def test_other_refusals_keep_their_words_on_one_line() -> None:
         "unparseable: OrderPlaced schema_version 2 is newer than the 1 this build reads"
     )
     assert rejected(DeadLetter("unknown sku X\nat line 2")) == "rejected: unknown sku X at line 2"
+
+
+def test_an_event_that_kept_failing_names_the_event_the_error_and_its_first_line() -> None:
+    error = RuntimeError('duplicate key value violates unique constraint "shipment_pkey"\nDETAIL: Key (id)=(42) exists.')
+    reason = failed(error, 5, "ShipmentReported")
+    assert reason == (
+        "failed after 5 attempts applying ShipmentReported: "
+        'RuntimeError: duplicate key value violates unique constraint "shipment_pkey"'
+    )
+    assert failed(ValueError(), 3, "OrderPlaced") == "failed after 3 attempts applying OrderPlaced: ValueError: no message"
