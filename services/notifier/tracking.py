@@ -91,12 +91,12 @@ def tracking_page(order: OrderFacts, book: Mapping[int, Mapping[str, Any]], toda
 def render_tracking(page: TrackingPage, locale: str) -> str:
     """The page's HTML in the customer's language (dates and numbers in their locale)."""
     language = language_of(locale)
-    template = environment().get_template(f"{language}/track.html")
+    template = environment().get_template("pages/track.html")
     return template.render(page=page, today=page.today, language=language, locale=babel_locale(locale, language))
 
 
 def render_refusal(reason: str, expired: bool, locale: str | None) -> str:
     """The page for a link that cannot be used, in the reader's language when the browser says it."""
     language = language_of(locale)
-    template = environment().get_template(f"{language}/track_refused.html")
+    template = environment().get_template("pages/track_refused.html")
     return template.render(reason=reason, expired=expired, language=language)
