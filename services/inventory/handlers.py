@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Literal
 from uuid import UUID, uuid4
@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 from services.inventory import store
 from services.inventory.domain.stock import (
     Buckets,
+    LineDecision,
     LineHolding,
     LineKey,
     NotEnoughStock,
@@ -147,22 +148,11 @@ async def release_preorders_due(uow: UnitOfWork, today: date | None = None) -> i
     first = await store.number_shortfalls(uow.session, Counter(d.sku for d in decisions if d.short))
     holdings: dict[LineKey, LineHolding] = {}
     for preorder, decision, short_seq in zip(due, decisions, shortfall_numbers(decisions, first), strict=True):
-        order_id, line_no = preorder.key
         held = lines[preorder.key]
         holdings[preorder.key] = replace(held, preordered=0, reserved=held.reserved + decision.reserved, waiting=decision.short,
                                          short_seq=short_seq)
-        told = str(order_id)
-        if decision.rejection:
-            uow.emit(LineRejected(order_id=order_id, line_no=line_no, sku=preorder.sku, qty=preorder.qty,
-                                  reason=decision.rejection), correlation_id=told)
-        if decision.reserved:
-            uow.emit(StockReserved(order_id=order_id, line_no=line_no, sku=preorder.sku, qty=decision.reserved),
-                     correlation_id=told)
-        if decision.short:
-            uow.emit(StockShort(order_id=order_id, line_no=line_no, sku=preorder.sku, qty_short=decision.short,
-                                qty_reserved=decision.reserved, ordered_at=preorder.ordered_at, customer_tier=preorder.tier,
-                                partial_allowed=preorder.partial_allowed, order_short_lines=preorder.order_short_lines,
-                                short_seq=short_seq), correlation_id=told)
+        placed = Placed(preorder.key[0], preorder.ordered_at, preorder.tier, preorder.partial_allowed, preorder.order_short_lines)
+        announce_decision(uow, placed, decision, short_seq)
     await store.save_lines(uow.session, holdings)
     await store.mark_released(uow.session, [p.key for p in queued])
     if due:
@@ -437,33 +427,52 @@ async def on_orders_placed(run: Sequence[tuple[Envelope, OrderPlaced]], uow: Uni
         # A preordered line counts as short for the book: an order that may not ship partially is
         # held, not cross-docked, while it waits for the release.
         short_lines = sum(1 for d in decisions if d.short or d.preordered)
+        placed = Placed(order.order_id, order.placed_at, order.customer.tier, order.partial_allowed, short_lines)
         for d in decisions:
             short_seq = next(numbers)
             holdings[(order.order_id, d.line_no)] = LineHolding.decided(d, short_seq)
             if d.rejection:
                 rejections[(order.order_id, d.line_no)] = d.rejection.value
-                uow.emit(
-                    LineRejected(order_id=order.order_id, line_no=d.line_no, sku=d.sku, qty=d.qty, reason=d.rejection),
-                    cause=envelope,
-                )
-            if d.reserved:
-                uow.emit(StockReserved(order_id=order.order_id, line_no=d.line_no, sku=d.sku, qty=d.reserved), cause=envelope)
+            announce_decision(uow, placed, d, short_seq, envelope)
             if d.preordered and d.release_date is not None:
                 uow.emit(LinePreordered(order_id=order.order_id, line_no=d.line_no, sku=d.sku, qty=d.preordered,
                                         release_date=d.release_date), cause=envelope)
                 preorders.append(Preorder((order.order_id, d.line_no), d.sku, d.preordered, order.placed_at, order.customer.tier,
                                           order.partial_allowed, short_lines, d.release_date))
-            if d.short:
-                uow.emit(
-                    StockShort(
-                        order_id=order.order_id, line_no=d.line_no, sku=d.sku, qty_short=d.short, qty_reserved=d.reserved,
-                        ordered_at=order.placed_at, customer_tier=order.customer.tier, partial_allowed=order.partial_allowed,
-                        order_short_lines=short_lines, short_seq=short_seq,
-                    ),
-                    cause=envelope,
-                )
     await store.save_lines(uow.session, holdings, rejections)
     await store.insert_preorders(uow.session, preorders)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What the announcement of a line's decision needs of its order (StockShort carries it to the book)."""
+
+    order_id: UUID
+    ordered_at: datetime
+    tier: str
+    partial_allowed: bool
+    order_short_lines: int
+
+
+def announce_decision(uow: UnitOfWork, placed: Placed, d: LineDecision, short_seq: int, cause: Envelope | None = None) -> None:
+    """Tell what a line got, at placement (caused by OrderPlaced) or on its release day (no cause:
+    correlated by the order): rejected, reserved and/or short."""
+    correlation = None if cause else str(placed.order_id)
+    if d.rejection:
+        uow.emit(LineRejected(order_id=placed.order_id, line_no=d.line_no, sku=d.sku, qty=d.qty, reason=d.rejection),
+                 correlation_id=correlation, cause=cause)
+    if d.reserved:
+        uow.emit(StockReserved(order_id=placed.order_id, line_no=d.line_no, sku=d.sku, qty=d.reserved),
+                 correlation_id=correlation, cause=cause)
+    if d.short:
+        uow.emit(
+            StockShort(
+                order_id=placed.order_id, line_no=d.line_no, sku=d.sku, qty_short=d.short, qty_reserved=d.reserved,
+                ordered_at=placed.ordered_at, customer_tier=placed.tier, partial_allowed=placed.partial_allowed,
+                order_short_lines=placed.order_short_lines, short_seq=short_seq,
+            ),
+            correlation_id=correlation, cause=cause,
+        )
 
 
 async def on_line_cancelled(event: LineCancelled, uow: UnitOfWork) -> None:

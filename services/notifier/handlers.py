@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -110,15 +111,11 @@ def on_line_preordered(event: LinePreordered, views: Views) -> None:
     """A line waits for its release date; when that date moves after the confirmation, the customer
     is told as of any promise that moved (a delay or good news, worded for a release). No
     consolation: the release date is the product's, not a promise of supply we failed."""
-    policy = get_notifier_settings().notice_policy()
-    confirmed = views.orders[event.order_id].confirmed
-    before, _ = views.update_line(event.order_id, event.line_no,
-                                  lambda line: line.with_preordered(event.qty, event.release_date))
-    if event.previous_release_date is None or not confirmed:
+    if event.previous_release_date is None:  # the placement's: the confirmation will say it
+        views.update_line(event.order_id, event.line_no, lambda line: line.with_preordered(event.qty, event.release_date))
         return
-    notice = eta_notice(before, event.previous_release_date, event.release_date, policy)
-    if notice is not None:
-        views.tell(event.order_id, notice)
+    date_moved(views, event.order_id, event.line_no, lambda line: line.with_preordered(event.qty, event.release_date),
+               event.previous_release_date, event.release_date, consolation=False)
 
 
 def on_line_rejected(event: LineRejected, views: Views) -> None:
@@ -133,17 +130,28 @@ def on_eta_changed(event: EtaChanged, views: Views) -> None:
     """A promise that moved after the customer was told one: a delay (with a consolation the first
     time it goes past the threshold) or good news. Before the confirmation it only updates the date
     the confirmation will show."""
+    date_moved(views, event.order_id, event.line_no, lambda line: line.with_date(event.new_date), event.previous_date,
+               event.new_date, consolation=True)
+
+
+def date_moved(
+    views: Views, order_id: UUID, line_no: int, change: Callable[[LineFacts], LineFacts], previous: date | None,
+    new: date | None, consolation: bool,
+) -> None:
+    """A line's date moved (a promise, or a release): the line takes the new date and, once the
+    order is confirmed, the customer hears of the move (a delay or good news), with a consolation
+    the first time a promise goes past the threshold when `consolation`."""
     policy = get_notifier_settings().notice_policy()
-    confirmed = views.orders[event.order_id].confirmed
-    before, _ = views.update_line(event.order_id, event.line_no, lambda line: line.with_date(event.new_date))
-    notice = eta_notice(before, event.previous_date, event.new_date, policy) if confirmed else None
+    confirmed = views.orders[order_id].confirmed
+    before, _ = views.update_line(order_id, line_no, change)
+    notice = eta_notice(before, previous, new, policy) if confirmed else None
     if notice is None:
         return
-    if notice.kind is Kind.DELAY and consolation_due(before, event.new_date, policy):
-        views.consolations.append((event.order_id, event.line_no, new_consolation()))
-        views.update_line(event.order_id, event.line_no, lambda line: replace(line, consolation_offered=True))
+    if consolation and notice.kind is Kind.DELAY and consolation_due(before, new, policy):
+        views.consolations.append((order_id, line_no, new_consolation()))
+        views.update_line(order_id, line_no, lambda line: replace(line, consolation_offered=True))
         notice = replace(notice, consolation=True)
-    views.tell(event.order_id, notice)
+    views.tell(order_id, notice)
 
 
 def new_consolation() -> Consolation:

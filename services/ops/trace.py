@@ -9,9 +9,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.ops.dlq import DLQ_SUFFIX
 from shared.ops.records import StreamRecord
-
-DLQ_SUFFIX = ".dlq"
 
 
 @dataclass

@@ -149,6 +149,9 @@ class Devstack:
         env = dict(os.environ)
         env["DATABASE_URL"] = self.settings.database_url
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.settings.kafka_bootstrap_servers
+        # The consumer tuning the stack was made with (a fault stack's shorter session) reaches the services.
+        env["KAFKA_SESSION_TIMEOUT_MS"] = str(self.settings.kafka_session_timeout_ms)
+        env["KAFKA_HEARTBEAT_INTERVAL_MS"] = str(self.settings.kafka_heartbeat_interval_ms)
         env["PYTHONPATH"] = str(REPO)
         if self.mail_sink is not None:
             env.update(SMTP_HOST=self.mail_sink.host, SMTP_PORT=str(self.mail_sink.port), SMTP_SECURITY="none")
@@ -171,6 +174,11 @@ class Devstack:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=log_file, start_new_session=True)
         self.services[key or name] = ServiceProcess(name, port, process, log_file, extra_env=dict(extra_env or {}))
         return self.services[key or name]
+
+    def service_names(self) -> set[str]:
+        """The services among the processes started (each with its database and consumer group);
+        the dashboard is a process, not one of them."""
+        return {process.name for process in self.services.values()} & set(SERVICES)
 
     def base_url(self, service: str) -> str:
         return f"http://{self.settings.host}:{self.services[service].port}"
@@ -227,7 +235,7 @@ class Devstack:
 
     async def unsent_outbox_rows(self) -> int:
         total = 0
-        for name in {service.name for service in self.services.values()} & set(SERVICES):
+        for name in self.service_names():
             conn = await asyncpg.connect(self.database_url(name))
             try:
                 total += await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
@@ -243,7 +251,7 @@ class Devstack:
         await admin.start()
         try:
             lag = 0
-            for group in {service.name for service in self.services.values()} & set(SUBSCRIPTIONS):
+            for group in self.service_names():
                 topics = {self.settings.topic(s) for s in SUBSCRIPTIONS[group]}
                 committed = await committed_offsets(admin, group, [tp for tp in high if tp.topic in topics])
                 lag += sum(max(high[tp] - done, 0) for tp, done in committed.items())
@@ -374,7 +382,7 @@ class Devstack:
         """Graceful stop that loses nothing on a memory-only broker: close HTTP intake, let relays
         and consumers drain, stop the services, then the broker, then PostgreSQL."""
         for service in self.services.values():
-            if service.name in SERVICES and service.process.poll() is None:
+            if service.name in self.service_names() and service.process.poll() is None:
                 service.process.send_signal(signal.SIGUSR1)
         if drain and self.services:
             try:

@@ -31,11 +31,7 @@ class FaultStack(Devstack):
     def service_env(self) -> dict[str, str]:
         # The still-waiting period back at its default: the session's short one would keep the
         # notifier busy forever, and the scenarios are checked at quiescence.
-        return {
-            **super().service_env(), "PYTHONHASHSEED": HASH_SEED, "NOTIFY_STILL_WAITING_EVERY_DAYS": "7",
-            "KAFKA_SESSION_TIMEOUT_MS": str(self.settings.kafka_session_timeout_ms),
-            "KAFKA_HEARTBEAT_INTERVAL_MS": str(self.settings.kafka_heartbeat_interval_ms),
-        }
+        return {**super().service_env(), "PYTHONHASHSEED": HASH_SEED, "NOTIFY_STILL_WAITING_EVERY_DAYS": "7"}
 
     async def outstanding(self) -> int:
         """Quiescent also means the notifier has sent what is due: the checker reads outboxes and
