@@ -8,11 +8,12 @@ import time
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from shared.db import migrate
 from shared.devstack.embedded import ensure_databases
 from shared.events import Envelope, Event
+from shared.ops.reader import reading
 from shared.settings import Settings
 
 
@@ -60,31 +61,15 @@ class Message:
         return Envelope.model_validate_json(self.value)
 
 
-async def read_topic(settings: Settings, topic: str, timeout: float = 2.0) -> list[Message]:
-    """Every message on the topic, read group-less from the beginning until the highwater."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        messages: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=100)
-            for records in batch.values():
-                messages.extend(
-                    Message(r.topic, r.partition, r.offset, r.key.decode() if r.key else None, r.value or b"",
-                            {k: v.decode(errors="replace") for k, v in r.headers})
-                    for r in records
-                )
-            positions = [await consumer.position(tp) for tp in partitions]
-            if all(consumer.highwater(tp) is not None and pos >= (consumer.highwater(tp) or 0)
-                   for tp, pos in zip(partitions, positions, strict=True)):
-                break
-        return messages
-    finally:
-        await consumer.stop()
+async def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list[Message]:
+    """Every message on the topic, read group-less from the beginning to the highwater as it is now
+    (shared.ops.reader: complete, not whatever a fixed time allowed; TimeoutError if it cannot)."""
+    async with asyncio.timeout(timeout), reading(settings.kafka_bootstrap_servers, [topic]) as reader:
+        records = await reader.history()
+    return [
+        Message(r.topic, r.partition, r.offset, r.key, r.value or b"", dict(r.headers))
+        for r in sorted(records, key=lambda r: (r.partition, r.offset))
+    ]
 
 
 async def events_of(settings: Settings, topic: str, event_type: str, **payload_match: object) -> list[Envelope]:

@@ -123,6 +123,7 @@ async def test_purchase_order_lifecycle_announces_every_change(inv: InventoryKit
     assert (await inv.api.patch(f"/v1/purchase-orders/{po_id}", json={"expected_at": str(in_days(40))})).status_code == 409
     assert (await inv.api.get(f"/v1/purchase-orders/{po_id}")).json() == cancelled.json()
 
+    await inv.stack.wait_quiescent()  # the relay has published the last change
     changes = await inv.on_stock("PurchaseOrderChanged", purchase_order_id=po_id)
     assert [(e.payload["version"], e.payload["change"], e.payload["status"]) for e in changes] == [
         (1, "created", "open"), (2, "updated", "open"), (3, "updated", "open"), (4, "cancelled", "cancelled"),
